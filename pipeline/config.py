@@ -1,0 +1,319 @@
+"""Typed configuration: one frozen dataclass per concern, loaded from YAML + `--set` overrides.
+
+A config is validated completely before Ray starts: every bad field is reported by its
+dotted name (`masking.ratio`) with what is allowed, all problems at once.
+`to_dict(cfg)` (plain `asdict`) feeds both `train_loop_config` and `mlflow.log_params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.selection import STRATEGIES
+
+MODEL_SIZES = ("tiny", "small", "base", "large")
+MODES = ("finetune", "pretrain")
+PRETRAIN_MASKS = ("tube", "random")
+PRECISIONS = ("fp32", "bf16")
+SCORE_MODES = ("boundary", "consecutive")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message lists every offending field."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"  # name for tracking and the class count table
+    train_manifest: str = ""  # VideoMAE list file (or CSV); local path or s3://
+    val_manifest: str = ""
+    test_manifest: str = ""
+    shards: str = ""  # precompute output (local folder or s3://); motion scores come from here
+    num_classes: int = 0
+    num_frames: int = 16
+    sampling_rate: int = 4
+    input_size: int = 224  # network input (crop) size
+    short_side: int = 224  # frames are resized to this short side before cropping
+    test_clips: int = 5
+    test_crops: int = 3
+    val_clips: int = 1
+    val_crops: int = 1
+    decode_actors: int = 1  # Ray Data actor pool size for clip decoding
+    # VideoMAE augmentation (timm implementations)
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area range
+    ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop aspect range
+    hflip: bool = True
+    rand_augment: str = ""  # e.g. "rand-m7-n4-mstd0.5-inc1"; "" = off
+    reprob: float = 0.0  # random erasing probability (after scores: see docs/TRAINING.md)
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    smoothing: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    size: str = "small"
+    checkpoint: str = ""  # official VideoMAE checkpoint (fine-tuned or pre-trained); "" = random init
+    allow_pickle: bool = False  # opt-in for checkpoints that need arbitrary unpickling
+    tubelet: int = 2
+    patch: int = 16
+    drop_path: float = 0.1
+    fc_drop: float = 0.0
+    fused_attn: bool = True
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    strategy: str = "mgtc_ratio"
+    ratio: float = 0.25  # masking ratio: fraction of tokens dropped
+    tau: float | None = None  # mgtc_threshold: explicit threshold
+    calibrated: bool = False  # mgtc_threshold: read tau from <shards>/calibration.json
+    score_mode: str = "boundary"
+    pretrain_mask: str = "tube"  # pre-training: mask drawn over the MGTC-kept tokens
+    pretrain_ratio: float = 0.9
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    mode: str = "finetune"
+    epochs: int = 30
+    batch_size: int = 8  # per worker
+    lr: float = 5e-4  # base lr, scaled by total batch / 256 as VideoMAE
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    warmup_epochs: int = 5
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float = 0.0  # 0 = off
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    precision: str = "fp32"  # bf16 autocast on GPU
+    storage_path: str = "runs/ray"  # Ray Train storage: local folder or s3://
+    name: str = ""  # run name; "" = derived from config + time. Same name = resume.
+    max_failures: int = 2
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI, else sqlite:///<run dir>/mlflow.db
+    experiment: str = "mgtc"
+    run_name: str = ""
+    log_mask_images: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def flat_params(cfg: Config) -> dict[str, Any]:
+    """Dotted-key view (`masking.ratio`) for MLflow params."""
+    out: dict[str, Any] = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert YAML / --set values to the annotated type, or raise naming the field."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{name}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, name) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(as_float)
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{name}: unsupported type {hint!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        value = values[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+            kwargs[f.name] = _build(hints[f.name], value, name)
+        else:
+            kwargs[f.name] = _coerce(value, hints[f.name], name)
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (values parsed as YAML scalars) to a raw dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. masking.ratio=0.5")
+        section, name = parts
+        if section not in {f.name for f in dataclasses.fields(Config)}:
+            allowed = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}; allowed: {allowed}")
+        raw.setdefault(section, {})[name] = yaml.safe_load(text) if text.strip() else ""
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (optional), apply overrides, build and validate. Raises ConfigError."""
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+        raw = loaded
+    raw = apply_overrides(raw, list(overrides or []))
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, overrides: list[str]) -> Config:
+    """A validated copy of cfg with `section.key=value` overrides applied."""
+    cfg2 = _build(Config, apply_overrides(to_dict(cfg), overrides), "")
+    validate(cfg2)
+    return cfg2
+
+
+def _check(errors: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        errors.append(message)
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError listing every invalid field."""
+    e: list[str] = []
+    d, m, k, o, s = cfg.data, cfg.model, cfg.masking, cfg.optim, cfg.scaling
+    _check(e, d.num_classes >= 2, f"data.num_classes={d.num_classes}: must be >= 2")
+    _check(e, d.num_frames >= m.tubelet and d.num_frames % max(m.tubelet, 1) == 0,
+           f"data.num_frames={d.num_frames}: must be a positive multiple of model.tubelet={m.tubelet}")
+    _check(e, d.sampling_rate >= 1, f"data.sampling_rate={d.sampling_rate}: must be >= 1")
+    _check(e, d.input_size >= m.patch and d.input_size % max(m.patch, 1) == 0,
+           f"data.input_size={d.input_size}: must be a positive multiple of model.patch={m.patch}")
+    _check(e, d.short_side >= d.input_size,
+           f"data.short_side={d.short_side}: must be >= data.input_size={d.input_size}")
+    for name in ("test_clips", "test_crops", "val_clips", "val_crops", "decode_actors"):
+        _check(e, getattr(d, name) >= 1, f"data.{name}={getattr(d, name)}: must be >= 1")
+    _check(e, 0 < d.scale[0] <= d.scale[1] <= 1, f"data.scale={d.scale}: need 0 < min <= max <= 1")
+    _check(e, 0 < d.ratio[0] <= d.ratio[1], f"data.ratio={d.ratio}: need 0 < min <= max")
+    for name in ("reprob", "smoothing"):
+        _check(e, 0 <= getattr(d, name) < 1, f"data.{name}={getattr(d, name)}: must be in [0, 1)")
+    for name in ("mixup", "cutmix"):
+        _check(e, getattr(d, name) >= 0, f"data.{name}={getattr(d, name)}: must be >= 0")
+    _check(e, bool(d.train_manifest or d.shards),
+           "data.train_manifest / data.shards: at least one must be set")
+
+    _check(e, m.size in MODEL_SIZES, f"model.size={m.size!r}: allowed: {', '.join(MODEL_SIZES)}")
+    _check(e, m.tubelet >= 1, f"model.tubelet={m.tubelet}: must be >= 1")
+    _check(e, m.patch >= 1, f"model.patch={m.patch}: must be >= 1")
+    _check(e, 0 <= m.drop_path < 1, f"model.drop_path={m.drop_path}: must be in [0, 1)")
+    _check(e, 0 <= m.fc_drop < 1, f"model.fc_drop={m.fc_drop}: must be in [0, 1)")
+
+    _check(e, k.strategy in STRATEGIES, f"masking.strategy={k.strategy!r}: allowed: {', '.join(STRATEGIES)}")
+    _check(e, 0 <= k.ratio < 1, f"masking.ratio={k.ratio}: must be a masking ratio in [0, 1)")
+    if k.strategy == "running_cell":
+        _check(e, 1 <= int(4 * k.ratio) <= 3,
+               f"masking.ratio={k.ratio}: running_cell needs 0.25 <= ratio < 1")
+    if k.strategy == "mgtc_threshold":
+        _check(e, k.tau is not None or k.calibrated,
+               "masking.tau: mgtc_threshold needs masking.tau or masking.calibrated=true")
+    if k.tau is not None:
+        _check(e, math.isfinite(k.tau) and k.tau >= 0, f"masking.tau={k.tau}: must be a finite value >= 0")
+    if k.strategy in ("mgtc_ratio", "mgtc_threshold") or k.calibrated:
+        _check(e, bool(d.shards), f"data.shards: masking.strategy={k.strategy!r} needs motion-score shards")
+    _check(e, k.score_mode in SCORE_MODES, f"masking.score_mode={k.score_mode!r}: allowed: {', '.join(SCORE_MODES)}")
+    _check(e, k.pretrain_mask in PRETRAIN_MASKS,
+           f"masking.pretrain_mask={k.pretrain_mask!r}: allowed: {', '.join(PRETRAIN_MASKS)}")
+    _check(e, 0 < k.pretrain_ratio < 1, f"masking.pretrain_ratio={k.pretrain_ratio}: must be in (0, 1)")
+
+    _check(e, o.mode in MODES, f"optim.mode={o.mode!r}: allowed: {', '.join(MODES)}")
+    _check(e, o.epochs >= 1, f"optim.epochs={o.epochs}: must be >= 1")
+    _check(e, o.batch_size >= 1, f"optim.batch_size={o.batch_size}: must be >= 1")
+    _check(e, o.lr > 0, f"optim.lr={o.lr}: must be > 0")
+    _check(e, o.min_lr >= 0 and o.warmup_lr >= 0, "optim.min_lr / optim.warmup_lr: must be >= 0")
+    _check(e, 0 <= o.warmup_epochs < o.epochs or o.warmup_epochs == 0,
+           f"optim.warmup_epochs={o.warmup_epochs}: must be < optim.epochs={o.epochs}")
+    _check(e, o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay}: must be >= 0")
+    _check(e, 0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay}: must be in (0, 1]")
+    _check(e, all(0 <= b < 1 for b in o.betas), f"optim.betas={o.betas}: each must be in [0, 1)")
+    _check(e, o.clip_grad >= 0, f"optim.clip_grad={o.clip_grad}: must be >= 0 (0 = off)")
+
+    _check(e, s.num_workers >= 1, f"scaling.num_workers={s.num_workers}: must be >= 1")
+    _check(e, s.cpus_per_worker > 0, f"scaling.cpus_per_worker={s.cpus_per_worker}: must be > 0")
+    _check(e, s.precision in PRECISIONS, f"scaling.precision={s.precision!r}: allowed: {', '.join(PRECISIONS)}")
+    _check(e, s.precision == "fp32" or s.use_gpu,
+           f"scaling.precision={s.precision!r}: bf16 autocast needs scaling.use_gpu=true")
+    _check(e, s.max_failures >= 0, f"scaling.max_failures={s.max_failures}: must be >= 0")
+    _check(e, bool(s.storage_path), "scaling.storage_path: must be set (local folder or s3://)")
+    if e:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(e))
