@@ -1,0 +1,949 @@
+"""VideoMAE ViT (tiny / small / base / large): classifier, MAE pre-training model, checkpoints.
+
+Layout and numerics follow the official MCG-NJU/VideoMAE code (`modeling_finetune.py`,
+`modeling_pretrain.py`) so that its checkpoints load unchanged and give the same logits:
+Conv3d tubelet embedding, a fixed interleaved sin-cos position table that is *not* in the
+state dict, attention with q and v biases only (k bias fixed at zero), pre-norm timm blocks,
+LayerNorm eps 1e-6, mean pooling -> `fc_norm` -> `head`.
+
+Tokens are flattened t-major, then h, then w (index = t*H'*W' + i*W' + j). Position
+embeddings are added to *all* tokens before any are dropped, so a model runs on any subset of
+tokens (`ids_keep`, sorted ascending, original order) and any frame count.
+
+Variable-length batches (`keep_mask` with rows of different lengths, as `mgtc_threshold`
+gives) run *packed*: the real tokens of all clips are concatenated into one sequence
+`[1, sum(L_b), D]` for the norms, linear layers and MLP, and attention runs per clip on its
+own segment (block-diagonal). No padding token is ever computed. A padded path with a
+key-padding mask is kept (`varlen="padded"`) only so the cost of padding can be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LN_EPS = 1e-6  # official VideoMAE; HF uses 1e-12 in blocks and 1e-5 in fc_norm
+VARLEN_MODES = ("packed", "padded")
+
+
+@dataclass(frozen=True)
+class VitSize:
+    """Encoder width / depth / heads and the MAE decoder's width / heads for one size."""
+
+    dim: int
+    depth: int
+    heads: int
+    decoder_dim: int
+    decoder_heads: int
+
+
+# Official registry (modeling_finetune.py / modeling_pretrain.py); "tiny" is ours, for tests.
+VIT_SIZES: dict[str, VitSize] = {
+    "tiny": VitSize(dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3),
+    "small": VitSize(dim=384, depth=12, heads=6, decoder_dim=192, decoder_heads=3),
+    "base": VitSize(dim=768, depth=12, heads=12, decoder_dim=384, decoder_heads=6),
+    "large": VitSize(dim=1024, depth=24, heads=16, decoder_dim=512, decoder_heads=8),
+}
+
+
+def vit_size(size: str) -> VitSize:
+    """The dimensions of model `size`; ValueError naming the allowed sizes otherwise."""
+    if size not in VIT_SIZES:
+        raise ValueError(f"size={size!r} is not a model size; allowed: {', '.join(VIT_SIZES)}")
+    return VIT_SIZES[size]
+
+
+def token_grid(
+    num_frames: int, height: int, width: int, tubelet_size: int, patch_size: int
+) -> tuple[int, int, int]:
+    """Token grid (T', H', W') of a clip; ValueError naming the argument that does not tile."""
+    if tubelet_size < 1 or patch_size < 1:
+        raise ValueError(f"tubelet_size={tubelet_size} and patch_size={patch_size} must be >= 1")
+    if num_frames < tubelet_size or num_frames % tubelet_size:
+        raise ValueError(
+            f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}"
+        )
+    for name, value in (("height", height), ("width", width)):
+        if value < patch_size or value % patch_size:
+            raise ValueError(
+                f"{name}={value} must be a positive multiple of patch_size={patch_size}"
+            )
+    return num_frames // tubelet_size, height // patch_size, width // patch_size
+
+
+def sincos_table(num_positions: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """Official VideoMAE sin-cos table: [num_positions, dim] float32.
+
+    angle(p, j) = p / 10000^(2*(j//2)/dim); even j take sin, odd j take cos (interleaved, not
+    concatenated halves). Computed in float64 like the official numpy code, then cast, so the
+    rows agree bit for bit. Row p depends only on p: the table for N tokens is the first N
+    rows of any longer table.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64, device=device)[:, None]
+    j = torch.arange(dim, device=device)
+    angles = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)
+    table = torch.where(j % 2 == 0, torch.sin(angles), torch.cos(angles))
+    return table.float()
+
+
+def gather_tokens(x: Tensor, ids: Tensor) -> Tensor:
+    """x: [B, N, D], ids: [B, K] (indices into N) -> [B, K, D]."""
+    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Packed variable-length sequences
+
+
+@dataclass(frozen=True)
+class Packing:
+    """B clips of `lengths` real tokens concatenated along the sequence axis.
+
+    `segment_ids: [S]` gives each packed token its clip index (S = sum(lengths)).
+    """
+
+    lengths: tuple[int, ...]
+    segment_ids: Tensor = field(repr=False)
+
+    @classmethod
+    def from_mask(cls, keep_mask: Tensor) -> Packing:
+        """keep_mask: [B, K] bool, True = real token."""
+        counts = keep_mask.sum(1)
+        lengths = tuple(int(n) for n in counts.tolist())  # one host sync per forward
+        clips = torch.arange(len(lengths), device=keep_mask.device)
+        segment_ids = torch.repeat_interleave(clips, counts)
+        return cls(lengths, segment_ids)
+
+    @property
+    def batch(self) -> int:
+        return len(self.lengths)
+
+    def segment_mean(self, x: Tensor) -> Tensor:
+        """x: [1, S, D] packed -> [B, D] per-clip mean over its real tokens."""
+        sums = x.new_zeros(self.batch, x.shape[-1]).index_add_(0, self.segment_ids, x[0])
+        counts = torch.tensor(self.lengths, device=x.device, dtype=x.dtype)
+        return sums / counts[:, None]
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Tokens the encoder really computes vs tokens kept, for one batch."""
+
+    kept: int
+    processed: int
+
+    @property
+    def overhead(self) -> float:
+        """processed / kept: 1.0 when no padding token is computed."""
+        return self.processed / self.kept
+
+
+def token_counts(
+    keep_mask: Tensor | None, batch: int, seq_len: int, varlen: str = "packed"
+) -> TokenCounts:
+    """Kept vs processed tokens for a batch of `batch` rows of `seq_len` (K) slots.
+
+    keep_mask: [B, K] bool (True = real) or None (every row full). Packed execution computes
+    exactly the real tokens; padded execution computes every slot of the [B, max_len] batch.
+    """
+    if keep_mask is None:
+        return TokenCounts(kept=batch * seq_len, processed=batch * seq_len)
+    lengths = keep_mask.sum(1)
+    kept = int(lengths.sum())
+    processed = kept if varlen == "packed" else batch * int(lengths.max())
+    return TokenCounts(kept=kept, processed=processed)
+
+
+def _drop_path_packed(branch: Tensor, drop_prob: float, packing: Packing, training: bool) -> Tensor:
+    """Stochastic depth on a packed branch [1, S, D]: drops whole clips, like timm per sample."""
+    if drop_prob == 0.0 or not training:
+        return branch
+    keep_prob = 1.0 - drop_prob
+    keep = branch.new_empty(packing.batch).bernoulli_(keep_prob) / keep_prob
+    return branch * keep[packing.segment_ids][None, :, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+
+
+class TubeletEmbed(nn.Module):
+    """Conv3d over (tubelet, patch, patch) cubes: x [B, C, T, H, W] -> tokens [B, N, D]."""
+
+    def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        token_grid(x.shape[2], x.shape[3], x.shape[4], self.tubelet_size, self.patch_size)
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VideoMAEAttention(nn.Module):
+    """Multi-head self-attention with the official VideoMAE parameters.
+
+    Keys: `qkv.weight` [3D, D] (rows q | k | v, each head-major; no `qkv.bias`), `q_bias`,
+    `v_bias` [D] (k bias fixed at zero), `proj.*`. `fused_attn` picks
+    `F.scaled_dot_product_attention`; the manual softmax path is kept for parity tests.
+
+    Signature follows timm's attention layers so timm's `Block(attn_layer=...)` builds it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        scale_norm: bool = False,
+        proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm_layer: type[nn.Module] | None = None,
+        **_: object,  # timm passes device/dtype/depth hooks that this layer does not use
+    ) -> None:
+        super().__init__()
+        if qk_norm or scale_norm:
+            raise ValueError("VideoMAE attention has no qk_norm / scale_norm")
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = True
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv_bias(self) -> Tensor | None:
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """q, k, v: [..., H, L, hd]; attn_mask: bool, broadcastable to [..., H, L, L],
+        True = attend."""
+        dropout = self.attn_drop.p if self.training else 0.0
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if attn_mask is not None:
+            attn = attn.masked_fill(~attn_mask, float("-inf"))
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        return attn @ v
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        packing: Packing | None = None,
+    ) -> Tensor:
+        """x: [B, N, D] -> [B, N, D].
+
+        attn_mask: bool [B, 1, 1, N] key-padding mask (True = real key) for padded batches.
+        packing: x is [1, S, D] holding `packing.lengths` clips back to back; each clip
+        attends only to itself. A Python loop of one SDPA call per clip beats one call with
+        a block-diagonal [S, S] mask on CPU: the mask does B times the attention work of the
+        diagonal blocks (the CPU kernels do not skip masked blocks) and a dense S x S mask.
+        """
+        if is_causal:
+            raise ValueError("VideoMAE attention is bidirectional")
+        B, N, C = x.shape
+        qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # q, k, v: [B, H, N, hd]
+        if packing is None:
+            out = self._attend(q, k, v, attn_mask)
+        else:
+            segments = zip(*(t.split(packing.lengths, dim=2) for t in (q, k, v)))
+            out = torch.cat([self._attend(qs, ks, vs, None) for qs, ks, vs in segments], dim=2)
+        x = out.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class VideoMAEBlock(Block):
+    """timm pre-norm `Block` that also runs packed sequences.
+
+    Packed input x: [1, S, D]; attention is block-diagonal and stochastic depth drops whole
+    clips (timm's DropPath would drop the whole packed batch at once, as it sees one sample).
+    """
+
+    def __init__(self, *args: object, drop_path: float = 0.0, **kwargs: object) -> None:
+        super().__init__(*args, drop_path=drop_path, **kwargs)
+        self.drop_prob = drop_path
+
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, packing: Packing | None = None
+    ) -> Tensor:
+        if packing is None:
+            x = x + self.drop_path1(self.attn(self.norm1(x), attn_mask=attn_mask))
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
+        drop = partial(
+            _drop_path_packed, drop_prob=self.drop_prob, packing=packing, training=self.training
+        )
+        x = x + drop(self.attn(self.norm1(x), packing=packing))
+        return x + drop(self.mlp(self.norm2(x)))
+
+
+def _make_blocks(
+    dim: int, depth: int, heads: int, mlp_ratio: float, drop_path_rate: float
+) -> nn.ModuleList:
+    """`depth` VideoMAE blocks, stochastic depth rising linearly to `drop_path_rate`."""
+    rates = torch.linspace(0, drop_path_rate, depth).tolist()
+    return nn.ModuleList(
+        VideoMAEBlock(
+            dim,
+            heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            drop_path=rate,
+            norm_layer=partial(nn.LayerNorm, eps=LN_EPS),
+            mlp_layer=Mlp,
+            attn_layer=VideoMAEAttention,
+        )
+        for rate in rates
+    )
+
+
+def _run_blocks(
+    blocks: nn.ModuleList,
+    x: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    packing: Packing | None = None,
+    grad_checkpointing: bool = False,
+) -> Tensor:
+    for blk in blocks:
+        if grad_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(blk, x, attn_mask, packing, use_reentrant=False)
+        else:
+            x = blk(x, attn_mask=attn_mask, packing=packing)
+    return x
+
+
+def _init_official(module: nn.Module, linear_init: Literal["trunc_normal", "xavier"]) -> None:
+    """Official `_init_weights`: Linear trunc_normal(.02) (fine-tune) or Xavier-uniform
+    (pre-train), bias 0; LayerNorm 1 / 0. The Conv3d keeps PyTorch's default, as official."""
+    if isinstance(module, nn.Linear):
+        if linear_init == "xavier":
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder and classifier
+
+
+class VideoMAEEncoder(nn.Module):
+    """Tubelet embedding + sin-cos positions + transformer blocks (+ `norm` when `final_norm`).
+
+    Keys: `patch_embed.proj.*`, `blocks.{i}.*`, and `norm.*` only when `final_norm` (the
+    pre-training encoder; the mean-pooling classifier has no final norm, as official).
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        num_frames: int = 16,
+        img_size: int = 224,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        final_norm: bool = False,
+        varlen: str = "packed",
+    ) -> None:
+        super().__init__()
+        if varlen not in VARLEN_MODES:
+            raise ValueError(f"varlen={varlen!r}; allowed: {', '.join(VARLEN_MODES)}")
+        grid = token_grid(num_frames, img_size, img_size, tubelet_size, patch_size)
+        self.num_patches = math.prod(grid)
+        self.embed_dim = embed_dim
+        self.varlen = varlen
+        self.grad_checkpointing = False
+        self.patch_embed = TubeletEmbed(patch_size, tubelet_size, in_chans, embed_dim)
+        # Non-persistent: official checkpoints have no pos_embed key; a clip with more tokens
+        # than the configured size gets a longer table built on the fly (same leading rows).
+        table = sincos_table(self.num_patches, embed_dim)
+        self.register_buffer("pos_embed", table, persistent=False)
+        self.blocks = _make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
+        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS) if final_norm else nn.Identity()
+
+    @property
+    def patch_volume(self) -> int:
+        """Pixels per token: in_chans * tubelet * patch * patch."""
+        return self.patch_embed.proj.weight[0].numel()
+
+    def set_fused_attn(self, enabled: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, VideoMAEAttention):
+                module.fused_attn = enabled
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.grad_checkpointing = enabled
+
+    def position_table(self, num_tokens: int, like: Tensor) -> Tensor:
+        """[num_tokens, D] sin-cos rows, on `like`'s device and dtype."""
+        if num_tokens <= self.pos_embed.shape[0]:
+            table = self.pos_embed[:num_tokens]
+        else:
+            table = sincos_table(num_tokens, self.embed_dim, device=like.device)
+        return table.to(like.dtype)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """x: [B, C, T, H, W] -> tokens with positions added, [B, N, D] (all tokens)."""
+        tokens = self.patch_embed(x)
+        return tokens + self.position_table(tokens.shape[1], tokens)
+
+    def forward_tokens(self, tokens: Tensor, keep_mask: Tensor | None = None) -> Tensor:
+        """Run the blocks and `norm` on gathered tokens and mean-pool over real ones.
+
+        tokens: [B, K, D]; keep_mask: [B, K] bool, True = real token, or None (all real).
+        Returns pooled features [B, D]. Padding slots never influence any real token.
+        """
+        blocks = partial(_run_blocks, self.blocks, grad_checkpointing=self.grad_checkpointing)
+        if keep_mask is not None and bool(keep_mask.all()):
+            keep_mask = None
+        if keep_mask is None:
+            return self.norm(blocks(tokens)).mean(1)
+        if keep_mask.shape != tokens.shape[:2]:
+            raise ValueError(
+                f"keep_mask shape {tuple(keep_mask.shape)} != tokens {tuple(tokens.shape[:2])}"
+            )
+        if not bool(keep_mask.any(1).all()):
+            raise ValueError("every clip must keep at least one token (a keep_mask row is False)")
+        if self.varlen == "packed":
+            packing = Packing.from_mask(keep_mask)
+            packed = self.norm(blocks(tokens[keep_mask][None], packing=packing))
+            return packing.segment_mean(packed)
+        x = self.norm(blocks(tokens, attn_mask=keep_mask[:, None, None, :]))
+        weights = keep_mask.to(x.dtype)[..., None]
+        return (x * weights).sum(1) / weights.sum(1)
+
+
+class VideoMAEClassifier(VideoMAEEncoder):
+    """VideoMAE fine-tuning model: encoder -> masked mean pool -> fc_norm -> dropout -> head.
+
+    State dict = official fine-tune keys: `patch_embed.proj.*`, `blocks.{i}.{norm1, attn.qkv.
+    weight, attn.q_bias, attn.v_bias, attn.proj, norm2, mlp.fc1, mlp.fc2}`, `fc_norm.*`,
+    `head.*`.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        fc_drop_rate: float = 0.0,
+        head_init_scale: float = 0.001,
+        **encoder_kwargs: object,
+    ) -> None:
+        super().__init__(final_norm=False, **encoder_kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes} must be >= 1")
+        self.num_classes = num_classes
+        self.fc_norm = nn.LayerNorm(self.embed_dim, eps=LN_EPS)
+        self.fc_dropout = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
+        self.head = nn.Linear(self.embed_dim, num_classes)
+        self.apply(partial(_init_official, linear_init="trunc_normal"))
+        # run_class_finetuning.py --init_scale 0.001: near-zero initial logits.
+        with torch.no_grad():
+            self.head.weight.mul_(head_init_scale)
+            self.head.bias.mul_(head_init_scale)
+
+    def forward_features(
+        self, x: Tensor, ids_keep: Tensor | None = None, keep_mask: Tensor | None = None
+    ) -> Tensor:
+        """x: [B, 3, T, H, W] ImageNet-normalised -> fc_norm(mean of kept tokens) [B, D].
+
+        ids_keep: [B, K] token indices (t-major order), sorted ascending; None keeps all.
+        keep_mask: [B, K] bool, True = real token, False = padding slot; None = all real.
+        With ids_keep None, keep_mask (if given) is over all N tokens.
+        """
+        tokens = self.embed(x)
+        if ids_keep is not None:
+            if ids_keep.ndim != 2 or ids_keep.shape[0] != tokens.shape[0]:
+                raise ValueError(
+                    f"ids_keep must be [B, K] with B={tokens.shape[0]}, got {tuple(ids_keep.shape)}"
+                )
+            tokens = gather_tokens(tokens, ids_keep)
+        return self.fc_norm(self.forward_tokens(tokens, keep_mask))
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """features: [B, D] -> logits [B, num_classes] (or the dropped-out features)."""
+        features = self.fc_dropout(features)
+        return features if pre_logits else self.head(features)
+
+    def forward(
+        self, x: Tensor, ids_keep: Tensor | None = None, keep_mask: Tensor | None = None
+    ) -> Tensor:
+        """x: [B, 3, T, H, W] -> logits [B, num_classes]; see `forward_features`."""
+        return self.forward_head(self.forward_features(x, ids_keep, keep_mask))
+
+
+def build_model(
+    size: str,
+    num_classes: int,
+    *,
+    num_frames: int = 16,
+    img_size: int = 224,
+    patch_size: int = 16,
+    tubelet_size: int = 2,
+    drop_path_rate: float = 0.0,
+    fc_drop_rate: float = 0.0,
+    fused_attn: bool = True,
+    head_init_scale: float = 0.001,
+    varlen: str = "packed",
+) -> VideoMAEClassifier:
+    """VideoMAE classifier of `size` in VIT_SIZES ("tiny", "small", "base", "large")."""
+    dims = vit_size(size)
+    model = VideoMAEClassifier(
+        num_classes=num_classes,
+        fc_drop_rate=fc_drop_rate,
+        head_init_scale=head_init_scale,
+        embed_dim=dims.dim,
+        depth=dims.depth,
+        num_heads=dims.heads,
+        num_frames=num_frames,
+        img_size=img_size,
+        patch_size=patch_size,
+        tubelet_size=tubelet_size,
+        drop_path_rate=drop_path_rate,
+        varlen=varlen,
+    )
+    model.set_fused_attn(fused_attn)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# MAE pre-training
+
+
+def masked_ids(ids_keep: Tensor, ids_visible: Tensor, num_tokens: int) -> Tensor:
+    """Tokens kept (non-redundant) but hidden from the encoder: the reconstruction targets.
+
+    ids_keep: [B, K], ids_visible: [B, V] (a subset of each ids_keep row), original token
+    indices < num_tokens. Returns [B, K - V], sorted ascending. Rows must share K and V.
+    """
+    B = ids_keep.shape[0]
+    target = torch.zeros(B, num_tokens, dtype=torch.bool, device=ids_keep.device)
+    target.scatter_(1, ids_keep, True)
+    if not bool(target.gather(1, ids_visible).all()):
+        raise ValueError("ids_visible must be a subset of ids_keep in every row")
+    target.scatter_(1, ids_visible, False)
+    num_masked = ids_keep.shape[1] - ids_visible.shape[1]
+    if not bool((target.sum(1) == num_masked).all()):
+        raise ValueError("ids_keep / ids_visible rows must not repeat indices")
+    order = torch.arange(num_tokens, device=ids_keep.device).expand(B, -1)
+    # Targets first (their own index), the rest pushed past the end; a sort keeps order.
+    return torch.where(target, order, num_tokens).sort(dim=1).values[:, :num_masked]
+
+
+def tubelet_pixels(
+    x: Tensor,
+    tubelet_size: int,
+    patch_size: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Tensor:
+    """x: [B, C, T, H, W] normalised -> [0, 1] pixels per token, [B, N, tubelet*patch*patch, C].
+
+    Tokens in t-major order; pixels inside a token ordered (p0 p1 p2) as official.
+    """
+    B, C, T, H, W = x.shape
+    t, h, w = token_grid(T, H, W, tubelet_size, patch_size)
+    pixels = x * x.new_tensor(std).view(1, C, 1, 1, 1) + x.new_tensor(mean).view(1, C, 1, 1, 1)
+    pixels = pixels.reshape(B, C, t, tubelet_size, h, patch_size, w, patch_size)
+    # -> [B, t, h, w, p0, p1, p2, C]
+    return pixels.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, t * h * w, -1, C)
+
+
+def patchify_target(
+    x: Tensor, tubelet_size: int, patch_size: int, normalize: bool = True
+) -> Tensor:
+    """VideoMAE reconstruction target: x [B, C, T, H, W] normalised -> [B, N, P].
+
+    normalize (official `normlize_target`, default): per token and per channel
+    (p - mean) / (sqrt(unbiased var) + 1e-6) over its tubelet*patch*patch pixels. Flattened
+    (p0 p1 p2 c), channel fastest: P = tubelet*patch*patch*C.
+    """
+    pixels = tubelet_pixels(x, tubelet_size, patch_size)
+    if normalize:
+        pixels = (pixels - pixels.mean(dim=-2, keepdim=True)) / (
+            pixels.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        )
+    return pixels.flatten(2)
+
+
+class VideoMAEDecoder(nn.Module):
+    """Narrow MAE decoder: blocks -> norm -> head on the last `num_targets` tokens.
+
+    Keys: `blocks.{i}.*`, `norm.*`, `head.*` (head: dim -> patch_volume).
+    """
+
+    def __init__(
+        self, *, dim: int, depth: int, num_heads: int, out_dim: int, mlp_ratio: float = 4.0
+    ) -> None:
+        super().__init__()
+        self.blocks = _make_blocks(dim, depth, num_heads, mlp_ratio, drop_path_rate=0.0)
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.head = nn.Linear(dim, out_dim)
+
+    def forward(self, x: Tensor, num_targets: int, grad_checkpointing: bool = False) -> Tensor:
+        """x: [B, L, dim] -> predictions for its last `num_targets` tokens, [B, M, out_dim]."""
+        x = _run_blocks(self.blocks, x, grad_checkpointing=grad_checkpointing)
+        return self.head(self.norm(x[:, -num_targets:]))
+
+
+class VideoMAEPretrain(nn.Module):
+    """VideoMAE MAE pre-training with MGTC: only non-redundant tokens take part.
+
+    Tokens fall in three sets per clip (indices in t-major order, each row sorted):
+    - redundant: not in `ids_keep` (MGTC dropped them); neither encoded nor reconstructed,
+    - visible: `ids_visible`, a subset of `ids_keep` (what remains after the tube / random
+      mask drawn over the kept tokens); the encoder sees only these,
+    - masked: ids_keep minus ids_visible; the decoder reconstructs these and only these
+      contribute to the loss.
+    Every row must have the same K and V (the official encoder needs equal lengths too).
+
+    State dict = official pre-train keys: `encoder.{patch_embed, blocks, norm}.*`,
+    `encoder_to_decoder.weight`, `mask_token`, `decoder.{blocks, norm, head}.*`.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        decoder_dim: int,
+        decoder_heads: int,
+        decoder_depth: int = 4,
+        num_frames: int = 16,
+        img_size: int = 224,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        norm_pix_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder = VideoMAEEncoder(
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_frames=num_frames,
+            img_size=img_size,
+            patch_size=patch_size,
+            tubelet_size=tubelet_size,
+            in_chans=in_chans,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            final_norm=True,
+        )
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.norm_pix_loss = norm_pix_loss
+        self.decoder_dim = decoder_dim
+        self.encoder_to_decoder = nn.Linear(embed_dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder = VideoMAEDecoder(
+            dim=decoder_dim,
+            depth=decoder_depth,
+            num_heads=decoder_heads,
+            out_dim=self.encoder.patch_volume,
+            mlp_ratio=mlp_ratio,
+        )
+        table = sincos_table(self.encoder.num_patches, decoder_dim)
+        self.register_buffer("decoder_pos_embed", table, persistent=False)
+        self.apply(partial(_init_official, linear_init="xavier"))
+        trunc_normal_(self.mask_token, std=0.02)
+
+    def set_fused_attn(self, enabled: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, VideoMAEAttention):
+                module.fused_attn = enabled
+
+    def _decoder_positions(self, num_tokens: int, like: Tensor) -> Tensor:
+        if num_tokens <= self.decoder_pos_embed.shape[0]:
+            return self.decoder_pos_embed[:num_tokens].to(like.dtype)
+        return sincos_table(num_tokens, self.decoder_dim, device=like.device).to(like.dtype)
+
+    def forward_encoder(self, x: Tensor, ids_visible: Tensor) -> tuple[Tensor, int]:
+        """x: [B, 3, T, H, W] -> (latent of the visible tokens [B, V, D] after `norm`, N)."""
+        tokens = self.encoder.embed(x)
+        visible = gather_tokens(tokens, ids_visible)
+        checkpointing = self.encoder.grad_checkpointing
+        latent = _run_blocks(self.encoder.blocks, visible, grad_checkpointing=checkpointing)
+        return self.encoder.norm(latent), tokens.shape[1]
+
+    def forward_decoder(
+        self, latent: Tensor, ids_visible: Tensor, ids_masked: Tensor, num_tokens: int
+    ) -> Tensor:
+        """latent: [B, V, D] -> predicted targets of `ids_masked` [B, M, P].
+
+        As official: [visible + pos(visible), mask_token + pos(masked)] in that order (the
+        positions are shuffled, not the tokens). Redundant tokens are absent from both.
+        """
+        x = self.encoder_to_decoder(latent)
+        pos = self._decoder_positions(num_tokens, x)[None].expand(x.shape[0], -1, -1)
+        visible = x + gather_tokens(pos, ids_visible)
+        masked = self.mask_token + gather_tokens(pos, ids_masked)
+        x = torch.cat((visible, masked), dim=1)
+        return self.decoder(x, ids_masked.shape[1], self.encoder.grad_checkpointing)
+
+    def forward_loss(self, x: Tensor, pred: Tensor, ids_masked: Tensor) -> Tensor:
+        """Mean squared error between pred [B, M, P] and the targets of `ids_masked`."""
+        target = patchify_target(x, self.tubelet_size, self.patch_size, self.norm_pix_loss)
+        return F.mse_loss(pred, gather_tokens(target, ids_masked).to(pred.dtype))
+
+    def forward(
+        self, x: Tensor, ids_visible: Tensor, ids_keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x: [B, 3, T, H, W] ImageNet-normalised.
+
+        ids_visible: [B, V] encoder-visible tokens, sorted ascending, subset of ids_keep.
+        ids_keep: [B, K] MGTC-kept (non-redundant) tokens, sorted ascending; None = all.
+        Returns (loss, pred [B, M, P], ids_masked [B, M]).
+        """
+        latent, num_tokens = self.forward_encoder(x, ids_visible)
+        if ids_keep is None:
+            ids_keep = torch.arange(num_tokens, device=x.device).expand(x.shape[0], -1)
+        ids_masked = masked_ids(ids_keep, ids_visible, num_tokens)
+        if ids_masked.shape[1] == 0:
+            raise ValueError("no masked token to reconstruct: ids_visible equals ids_keep")
+        pred = self.forward_decoder(latent, ids_visible, ids_masked, num_tokens)
+        return self.forward_loss(x, pred, ids_masked), pred, ids_masked
+
+
+def build_pretrain_model(
+    size: str,
+    *,
+    num_frames: int = 16,
+    img_size: int = 224,
+    patch_size: int = 16,
+    tubelet_size: int = 2,
+    decoder_depth: int = 4,
+    drop_path_rate: float = 0.0,
+    norm_pix_loss: bool = True,
+    fused_attn: bool = True,
+) -> VideoMAEPretrain:
+    """MAE pre-training model of `size`, decoder width / heads from the official table."""
+    dims = vit_size(size)
+    model = VideoMAEPretrain(
+        embed_dim=dims.dim,
+        depth=dims.depth,
+        num_heads=dims.heads,
+        decoder_dim=dims.decoder_dim,
+        decoder_heads=dims.decoder_heads,
+        decoder_depth=decoder_depth,
+        num_frames=num_frames,
+        img_size=img_size,
+        patch_size=patch_size,
+        tubelet_size=tubelet_size,
+        drop_path_rate=drop_path_rate,
+        norm_pix_loss=norm_pix_loss,
+    )
+    model.set_fused_attn(fused_attn)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What `load_videomae_checkpoint` did: keys the model lacked values for, keys of the
+    checkpoint the model has no place for, and keys dropped before loading (and why)."""
+
+    source: str
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Mapping[str, object]:
+    """torch.load a checkpoint file on CPU with the weights-only unpickler.
+
+    Official VideoMAE checkpoints store their `args` as an argparse.Namespace, a plain
+    attribute bag, so it is allow-listed. Anything else that needs arbitrary unpickling fails
+    with a ValueError naming the file unless `allow_pickle=True`: that runs code from the file
+    and must only be used for files from a trusted source.
+    """
+    if allow_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds objects that only full unpickling can load. "
+            "Full unpickling can run arbitrary code: if you trust the file, pass "
+            "allow_pickle=True (CLI: --allow-pickle).\n"
+            f"torch said: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def extract_state_dict(checkpoint: Mapping[str, object]) -> dict[str, Tensor]:
+    """`checkpoint['model']`, else `checkpoint['module']` (DeepSpeed), else the dict itself."""
+    for key in ("model", "module"):
+        if isinstance(checkpoint.get(key), Mapping):
+            return dict(checkpoint[key])
+    return dict(checkpoint)
+
+
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def to_model_keys(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Rename checkpoint keys to `model`'s layout.
+
+    Always strips DDP's `module.`. For the classifier also strips `backbone.` / `encoder.`
+    (official `run_class_finetuning.py`), so a pre-train checkpoint's `encoder.blocks...`
+    become `blocks...`; its `encoder.norm.*` becomes `norm.*`, which the mean-pooling
+    classifier has no place for (official: fc_norm stays freshly initialised).
+    The pre-train model keeps `encoder.` (its own layout).
+    """
+    state = {_strip(k, ("module.",)): v for k, v in state.items()}
+    if isinstance(model, VideoMAEPretrain):
+        return state
+    return {_strip(k, ("backbone.", "encoder.")): v for k, v in state.items()}
+
+
+def load_videomae_checkpoint(
+    model: nn.Module,
+    path_or_state: str | Path | Mapping[str, object],
+    *,
+    allow_pickle: bool = False,
+    strict: bool = False,
+) -> LoadReport:
+    """Load an official VideoMAE (or our own) checkpoint into `model`; returns a LoadReport.
+
+    Accepts a file path or an already loaded dict, with the weights under `model`, `module`
+    or at the top level. `head.*` is dropped when its shape differs (another class count).
+    Loading is non-strict by default, as official: pre-train decoder keys and `norm.*` show
+    up as unexpected, fc_norm / head of a pre-train checkpoint as missing; all are logged.
+    A pre-train checkpoint loads into `VideoMAEPretrain` with nothing missing or unexpected.
+    """
+    source = "<state dict>" if isinstance(path_or_state, Mapping) else str(path_or_state)
+    if isinstance(path_or_state, Mapping):
+        checkpoint = path_or_state
+    else:
+        checkpoint = read_checkpoint(path_or_state, allow_pickle=allow_pickle)
+    state = to_model_keys(extract_state_dict(checkpoint), model)
+    own = model.state_dict()
+    dropped = []
+    head = ("head.weight", "head.bias")
+    if any(k in state and k in own and state[k].shape != own[k].shape for k in head):
+        dropped = [k for k in head if k in state]
+        for k in dropped:
+            del state[k]
+    result = model.load_state_dict(state, strict=strict)
+    report = LoadReport(
+        source, tuple(result.missing_keys), tuple(result.unexpected_keys), tuple(dropped)
+    )
+    log = logging.getLogger(__name__)
+    log.info("loaded %s: %d tensors", source, len(state))
+    named = (("missing", report.missing), ("unexpected", report.unexpected),
+             ("dropped (shape differs)", report.dropped))
+    for name, keys in named:
+        if keys:
+            log.info("%s keys: %s", name, ", ".join(keys))
+    return report
+
+
+_HF_LAYER_RENAMES = (
+    ("attention.attention.q_bias", "attn.q_bias"),
+    ("attention.attention.v_bias", "attn.v_bias"),
+    ("attention.attention.query.bias", "attn.q_bias"),  # transformers >= 5 names
+    ("attention.attention.value.bias", "attn.v_bias"),
+    ("attention.output.dense.", "attn.proj."),
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("intermediate.dense.", "mlp.fc1."),
+    ("output.dense.", "mlp.fc2."),
+)
+_HF_QKV = re.compile(r"^(.*)\.attention\.attention\.(query|key|value)\.weight$")
+
+
+def hf_to_official_state_dict(hf_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Hugging Face `VideoMAEForVideoClassification` / `VideoMAEForPreTraining` weights ->
+    official VideoMAE keys (the inverse of transformers' `convert_videomae_to_pytorch.py`).
+
+    query / key / value weights [D, D] are stacked into `qkv.weight` [3D, D] (rows q | k | v).
+    A pre-training dict (it has `decoder.*`) gets `encoder.`-prefixed encoder keys.
+    Note HF's fc_norm LayerNorm uses eps 1e-5 where official uses 1e-6; eps is not a weight,
+    so the converted model computes with official 1e-6 (a ~1e-5 relative difference).
+    """
+    pretrain = any(k.startswith("decoder.") for k in hf_state)
+    enc = "encoder." if pretrain else ""
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for key, value in hf_state.items():
+        layer = re.match(r"^(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.*)$", key)
+        if layer:
+            stem = f"{enc}blocks" if layer[1].startswith("videomae") else "decoder.blocks"
+            prefix, rest = f"{stem}.{layer[2]}", layer[3]
+            match = _HF_QKV.match(key)
+            if match:
+                qkv.setdefault(prefix, {})[match[2]] = value
+                continue
+            for old, new in _HF_LAYER_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old) :]
+                    break
+            out[f"{prefix}.{rest}"] = value
+        elif key.startswith("videomae.embeddings.patch_embeddings.projection."):
+            out[f"{enc}patch_embed.proj.{key.rsplit('.', 1)[1]}"] = value
+        elif key.startswith("videomae.layernorm."):
+            out[f"{enc}norm.{key.rsplit('.', 1)[1]}"] = value
+        elif key.startswith("classifier."):
+            out["head." + key.split(".", 1)[1]] = value
+        else:  # fc_norm.*, encoder_to_decoder.weight, mask_token, decoder.norm / decoder.head
+            out[key] = value
+    for prefix, parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise ValueError(f"HF state dict has an incomplete query/key/value set at {prefix}")
+        out[f"{prefix}.attn.qkv.weight"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return out
