@@ -40,6 +40,7 @@ class DataConfig:
     num_classes: int = 0
     num_frames: int = 16
     sampling_rate: int = 4
+    source_fps: float = 30.0  # nominal frame rate of the videos: effective fps = source_fps / sampling_rate
     input_size: int = 224  # network input (crop) size
     short_side: int = 224  # frames are resized to this short side before cropping
     test_clips: int = 5
@@ -258,6 +259,7 @@ def validate(cfg: Config) -> None:
     _check(e, d.num_frames >= m.tubelet and d.num_frames % max(m.tubelet, 1) == 0,
            f"data.num_frames={d.num_frames}: must be a positive multiple of model.tubelet={m.tubelet}")
     _check(e, d.sampling_rate >= 1, f"data.sampling_rate={d.sampling_rate}: must be >= 1")
+    _check(e, math.isfinite(d.source_fps) and d.source_fps > 0, f"data.source_fps={d.source_fps}: must be > 0")
     _check(e, d.input_size >= m.patch and d.input_size % max(m.patch, 1) == 0,
            f"data.input_size={d.input_size}: must be a positive multiple of model.patch={m.patch}")
     _check(e, d.short_side >= d.input_size,
@@ -307,6 +309,19 @@ def validate(cfg: Config) -> None:
     _check(e, 0 < o.layer_decay <= 1, f"optim.layer_decay={o.layer_decay}: must be in (0, 1]")
     _check(e, all(0 <= b < 1 for b in o.betas), f"optim.betas={o.betas}: each must be in [0, 1)")
     _check(e, o.clip_grad >= 0, f"optim.clip_grad={o.clip_grad}: must be >= 0 (0 = off)")
+    if o.mode == "finetune" and (d.mixup > 0 or d.cutmix > 0):
+        # timm's Mixup pairs clip i with clip B-1-i: it needs an even batch.
+        _check(e, o.batch_size % 2 == 0,
+               f"optim.batch_size={o.batch_size}: data.mixup / data.cutmix need an even batch per worker")
+    if o.mode == "pretrain":
+        # The MAE encoder needs the same number of visible tokens in every clip of a batch.
+        _check(e, k.strategy != "mgtc_threshold",
+               "masking.strategy='mgtc_threshold': optim.mode=pretrain needs a fixed-length strategy "
+               "(none, random, tube, running_cell, mgtc_ratio)")
+        if k.strategy == "running_cell":
+            _check(e, (d.input_size // max(m.patch, 1)) % 2 == 0,
+                   f"masking.strategy='running_cell': optim.mode=pretrain needs an even token grid "
+                   f"(data.input_size / model.patch = {d.input_size // max(m.patch, 1)})")
 
     _check(e, s.num_workers >= 1, f"scaling.num_workers={s.num_workers}: must be >= 1")
     _check(e, s.cpus_per_worker > 0, f"scaling.cpus_per_worker={s.cpus_per_worker}: must be > 0")

@@ -69,3 +69,17 @@ def test_missing_file_and_non_mapping(tmp_path):
 def test_mgtc_needs_shards(tmp_path):
     with pytest.raises(ConfigError, match="needs motion-score shards"):
         load_config(write(tmp_path, GOOD), ["data.shards="])
+
+
+def test_source_fps_and_training_mode_rules(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD), ["data.source_fps=25"])
+    assert cfg.data.source_fps == 25.0
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD), [
+            "data.source_fps=0", "data.mixup=0.8", "optim.batch_size=3",
+        ])
+    assert "data.source_fps=0.0: must be > 0" in str(err.value)
+    assert "optim.batch_size=3: data.mixup / data.cutmix need an even batch" in str(err.value)
+    with pytest.raises(ConfigError, match="optim.mode=pretrain needs a fixed-length strategy"):
+        load_config(write(tmp_path, GOOD), ["optim.mode=pretrain", "masking.strategy=mgtc_threshold", "masking.tau=0.1"])
+    assert load_config(write(tmp_path, GOOD), ["optim.mode=pretrain", "optim.batch_size=3", "data.mixup=0.8"])
