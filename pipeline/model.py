@@ -37,6 +37,8 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pipeline.selection import gather_tokens
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LN_EPS = 1e-6  # official VideoMAE; HF uses 1e-12 in blocks and 1e-5 in fc_norm
@@ -101,11 +103,6 @@ def sincos_table(num_positions: int, dim: int, device: torch.device | None = Non
     angles = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)
     table = torch.where(j % 2 == 0, torch.sin(angles), torch.cos(angles))
     return table.float()
-
-
-def gather_tokens(x: Tensor, ids: Tensor) -> Tensor:
-    """x: [B, N, D], ids: [B, K] (indices into N) -> [B, K, D]."""
-    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +312,7 @@ def _make_blocks(
     dim: int, depth: int, heads: int, mlp_ratio: float, drop_path_rate: float
 ) -> nn.ModuleList:
     """`depth` VideoMAE blocks, stochastic depth rising linearly to `drop_path_rate`."""
-    rates = torch.linspace(0, drop_path_rate, depth).tolist()
+    rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linspace
     return nn.ModuleList(
         VideoMAEBlock(
             dim,

@@ -16,7 +16,6 @@ from pipeline.model import (
     _drop_path_packed,
     build_model,
     build_pretrain_model,
-    gather_tokens,
     hf_to_official_state_dict,
     load_videomae_checkpoint,
     masked_ids,
@@ -24,6 +23,7 @@ from pipeline.model import (
     sincos_table,
     token_counts,
 )
+from pipeline.selection import gather_tokens
 
 FRAMES, SIZE, PATCH, TUBELET = 4, 32, 16, 2
 N = (FRAMES // TUBELET) * (SIZE // PATCH) ** 2  # 8 tokens
