@@ -239,6 +239,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from `to_dict` output (e.g. in a Ray worker). Raises ConfigError."""
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
 def replace(cfg: Config, overrides: list[str]) -> Config:
     """A validated copy of cfg with `section.key=value` overrides applied."""
     cfg2 = _build(Config, apply_overrides(to_dict(cfg), overrides), "")

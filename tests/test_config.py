@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.config import Config, ConfigError, flat_params, load_config, replace, to_dict
+from pipeline.config import Config, ConfigError, flat_params, from_dict, load_config, replace, to_dict
 
 
 def write(tmp_path, text):
@@ -83,3 +83,12 @@ def test_source_fps_and_training_mode_rules(tmp_path):
     with pytest.raises(ConfigError, match="optim.mode=pretrain needs a fixed-length strategy"):
         load_config(write(tmp_path, GOOD), ["optim.mode=pretrain", "masking.strategy=mgtc_threshold", "masking.tau=0.1"])
     assert load_config(write(tmp_path, GOOD), ["optim.mode=pretrain", "optim.batch_size=3", "data.mixup=0.8"])
+
+
+def test_from_dict_round_trips_and_validates(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert from_dict(to_dict(cfg)) == cfg
+    raw = to_dict(cfg)
+    raw["masking"]["ratio"] = 2.0
+    with pytest.raises(ConfigError, match="masking.ratio=2.0"):
+        from_dict(raw)
