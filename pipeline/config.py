@@ -115,6 +115,7 @@ class TrackingConfig:
     experiment: str = "mgtc"
     run_name: str = ""
     log_mask_images: bool = True
+    parent_run_id: str = ""  # MLflow run to nest this run under (a sweep's parent); "" = top level
 
 
 @dataclass(frozen=True)
