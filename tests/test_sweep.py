@@ -2,7 +2,52 @@
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
 from pipeline.config import flat_params, load_config
+from pipeline.sweep import (
+    SweepError,
+    Trial,
+    TrialResult,
+    aggregate,
+    expand_grid,
+    load_sweep,
+    results_csv,
+    results_markdown,
+    run_sweep,
+)
+
+INLINE_BASE = {
+    "data": {"num_classes": 4, "train_manifest": "train.txt", "shards": "shards", "num_frames": 8,
+             "sampling_rate": 4},
+    "masking": {"strategy": "none"},
+    "optim": {"epochs": 1, "warmup_epochs": 0},
+}
+PAPER_GRID = {
+    "frames": [
+        {"data.num_frames": 8, "data.sampling_rate": 4},
+        {"data.num_frames": 16, "data.sampling_rate": 2},
+    ],
+    "masking": [
+        {"masking.strategy": "none"},
+        {"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5},
+        {"masking.strategy": "random", "masking.ratio": 0.5},
+    ],
+    "optim.seed": [0, 1],
+}
+
+
+def write_sweep(tmp_path: Path, grid=None, base=None, sweep=None, **extra) -> Path:
+    doc = {"base": base if base is not None else INLINE_BASE, "grid": grid if grid is not None else PAPER_GRID,
+           "sweep": sweep or {"name": "t"}, **extra}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def test_tracking_parent_run_id_is_an_optional_config_field(tmp_path):
@@ -11,3 +56,197 @@ def test_tracking_parent_run_id_is_an_optional_config_field(tmp_path):
     cfg = load_config(None, [*base, "tracking.parent_run_id=0123abcd"])
     assert cfg.tracking.parent_run_id == "0123abcd"
     assert flat_params(cfg)["tracking.parent_run_id"] == "0123abcd"
+
+
+# ------------------------------------------------------------------------------ expansion
+
+
+def test_grid_is_the_cross_product_with_linked_settings(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path))
+    assert len(spec.trials) == 2 * 3 * 2
+    names = [t.name for t in spec.trials]
+    assert len(set(names)) == len(names)
+    assert names[:3] == ["8x4-none-s0", "8x4-none-s1", "8x4-mgtc_ratio-r0.5-s0"]
+    linked = {(t.cfg.data.num_frames, t.cfg.data.sampling_rate) for t in spec.trials}
+    assert linked == {(8, 4), (16, 2)}  # never 8x2 or 16x4
+    t = next(t for t in spec.trials if t.name == "16x2-random-r0.5-s1")
+    assert (t.cfg.masking.strategy, t.cfg.masking.ratio, t.cfg.optim.seed) == ("random", 0.5, 1)
+    assert t.setting == "16x2-random-r0.5"
+    assert t.cfg.optim.epochs == 1  # the base is kept where the grid says nothing
+
+
+def test_set_and_cli_overrides_apply_to_every_trial(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, set=["optim.epochs=3"]), ["optim.lr=0.01"])
+    assert {(t.cfg.optim.epochs, t.cfg.optim.lr) for t in spec.trials} == {(3, 0.01)}
+
+
+def test_base_path_is_found_next_to_the_sweep_file(tmp_path, monkeypatch):
+    (tmp_path / "train_cfg.yaml").write_text(yaml.safe_dump(INLINE_BASE))
+    path = write_sweep(tmp_path, base="train_cfg.yaml", grid={"optim.seed": [0, 1, 2]})
+    monkeypatch.chdir("/")
+    spec = load_sweep(path)
+    assert spec.base_name == "train_cfg"
+    assert [t.name for t in spec.trials] == ["8x4-none-s0", "8x4-none-s1", "8x4-none-s2"]
+
+
+def test_invalid_trials_are_all_named_with_their_field(tmp_path):
+    grid = {
+        "masking": [
+            {"masking.strategy": "mgtc_ratio", "masking.ratio": 0.25},
+            {"masking.strategy": "mgtc_threshold"},  # no tau, not calibrated
+            {"masking.strategy": "running_cell", "masking.ratio": 0.1},  # int(4 * 0.1) = 0
+        ],
+        "optim.seed": [0],
+    }
+    with pytest.raises(SweepError) as err:
+        load_sweep(write_sweep(tmp_path, grid=grid))
+    text = str(err.value)
+    assert "trial 0" not in text
+    assert "trial 1 (masking.strategy=mgtc_threshold, optim.seed=0)" in text and "masking.tau" in text
+    assert "trial 2 (masking.strategy=running_cell, masking.ratio=0.1, optim.seed=0)" in text
+    assert "masking.ratio=0.1" in text
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"masking": [{"masking.ratoi": 0.5}]}, "unknown field(s) ratoi"),
+        ({"optim.seed": [0], "seeds": [{"optim.seed": 1}]}, "optim.seed set by two grid axes"),
+        ({"masking": [{"masking.strategy": "none", "masking.ratio": 0.25},
+                      {"masking.strategy": "none", "masking.ratio": 0.5}]}, "same setting as trial 0"),
+        ({"frames": [8, 16]}, "a named axis takes mappings"),
+        ({"optim.seed": []}, "non-empty list"),
+        ({"masking": [{"ratio": 0.5}]}, "keys must be section.field"),
+    ],
+)
+def test_bad_grids_are_refused_before_anything_runs(tmp_path, grid, message):
+    with pytest.raises(SweepError) as err:
+        load_sweep(write_sweep(tmp_path, grid=grid))
+    assert message in str(err.value)
+
+
+def test_bad_sweep_file_keys_and_options(tmp_path):
+    with pytest.raises(SweepError, match="unknown key"):
+        load_sweep(write_sweep(tmp_path, grdi={}))
+    with pytest.raises(SweepError, match="unknown option"):
+        load_sweep(write_sweep(tmp_path, sweep={"name": "x", "max_concurent": 2}))
+    with pytest.raises(SweepError, match="max_concurrent"):
+        load_sweep(write_sweep(tmp_path, sweep={"name": "x", "max_concurrent": -1}))
+    with pytest.raises(SweepError, match=r"(?s)base config: .*num_classes"):
+        load_sweep(write_sweep(tmp_path, base={"data": {"train_manifest": "t.txt"}}))
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def _results(spec, metrics_of, failed=()):
+    out = []
+    for t in spec.trials:
+        if t.name in failed:
+            out.append(TrialResult(t, "FAILED", {}, "RuntimeError: boom"))
+        else:
+            out.append(TrialResult(t, "FINISHED", metrics_of(t)))
+    return out
+
+
+def test_aggregation_is_mean_and_sample_std_over_seeds(tmp_path):
+    base = {**INLINE_BASE}
+    grid = {"masking": PAPER_GRID["masking"][:2], "optim.seed": [0, 1, 2]}
+    spec = load_sweep(write_sweep(tmp_path, base=base, grid=grid))
+    top1 = {0: 60.0, 1: 70.0, 2: 80.0}
+
+    def metrics(t: Trial):
+        bonus = 5.0 if t.cfg.masking.strategy == "mgtc_ratio" else 0.0
+        return {"top1": top1[t.cfg.optim.seed] + bonus, "kept_ratio": 1 - t.cfg.masking.ratio * (
+            t.cfg.masking.strategy != "none"), "gflops_per_view": 2.0, "clips_per_s": 10.0,
+            "wall_time_s": 30.0 + t.cfg.optim.seed}
+
+    rows = aggregate(_results(spec, metrics))
+    assert [r["setting"] for r in rows] == ["8x4-none", "8x4-mgtc_ratio-r0.5"]
+    none, mgtc = rows
+    assert none["top1_mean"] == pytest.approx(70.0) and none["top1_std"] == pytest.approx(10.0)
+    assert mgtc["top1_mean"] == pytest.approx(75.0) and mgtc["top1_std"] == pytest.approx(10.0)
+    assert mgtc["kept_ratio_mean"] == pytest.approx(0.5) and mgtc["kept_ratio_std"] == pytest.approx(0.0)
+    assert none["wall_time_s_mean"] == pytest.approx(31.0)
+    assert (none["ok"], none["seeds"], none["status"]) == (3, 3, "ok")
+    table = results_markdown(rows)
+    assert "70.0 ± 10.0" in table and "75.0 ± 10.0" in table
+    assert results_csv(rows).splitlines()[0].startswith("setting,frames,num_frames,sampling_rate,strategy")
+
+
+def test_failed_seeds_are_rows_marked_failed_not_averaged(tmp_path):
+    grid = {"masking": PAPER_GRID["masking"][:2], "optim.seed": [0, 1]}
+    spec = load_sweep(write_sweep(tmp_path, grid=grid))
+    failed = {"8x4-none-s1", "8x4-mgtc_ratio-r0.5-s0", "8x4-mgtc_ratio-r0.5-s1"}
+    results = _results(spec, lambda t: {"top1": 50.0}, failed=failed)
+    none, mgtc = aggregate(results)
+    assert (none["status"], none["ok"], none["failed"]) == ("partial", 1, "8x4-none-s1")
+    assert none["top1_mean"] == 50.0 and math.isnan(none["top1_std"])
+    assert mgtc["status"] == "failed" and math.isnan(mgtc["top1_mean"])
+    table = results_markdown([none, mgtc], results)
+    assert "0/2 (failed)" in table
+    assert "- `8x4-mgtc_ratio-r0.5-s0`: RuntimeError: boom" in table
+
+
+# ------------------------------------------------------------------------------ running
+
+# Stand-in trials run in Ray workers, which cannot import this test module by name.
+@pytest.fixture(scope="module")
+def picklable_tests():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def fake_train(cfg):
+    """Instant stand-in for run_training: logs nothing, fails for seed 1 of mgtc_ratio."""
+    if cfg.masking.strategy == "mgtc_ratio" and cfg.optim.seed == 1:
+        raise RuntimeError("simulated trainer crash")
+    kept = 1.0 if cfg.masking.strategy == "none" else 1 - cfg.masking.ratio
+    return {"top1": 50.0 + 10 * kept + cfg.optim.seed, "kept_ratio": kept,
+            "gflops_per_view": 4.0 * kept, "clips_per_s": 20.0 / kept, "wall_time_s": 3.0 * kept}
+
+
+@pytest.mark.integration
+def test_a_failed_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path, ray_local, picklable_tests):
+    from mlflow import MlflowClient
+
+    grid = {"masking": PAPER_GRID["masking"][:2], "optim.seed": [0, 1]}
+    spec = load_sweep(write_sweep(tmp_path, grid=grid, sweep={"name": "fail", "max_concurrent": 2}))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(spec, fake_train, runs_dir=tmp_path / "runs", tracking_uri=uri, log=lambda s: None)
+
+    assert outcome.ok
+    status = {r.trial.name: r.status for r in outcome.results}
+    assert status == {"8x4-none-s0": "FINISHED", "8x4-none-s1": "FINISHED",
+                      "8x4-mgtc_ratio-r0.5-s0": "FINISHED", "8x4-mgtc_ratio-r0.5-s1": "FAILED"}
+    client = MlflowClient(uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_failed"] == 1 and parent.data.metrics["trials_finished"] == 3
+    children = client.search_runs([outcome.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == set(status)
+    crashed = by_name["8x4-mgtc_ratio-r0.5-s1"]
+    assert crashed.info.status == "FAILED"
+    assert crashed.data.tags["error"].startswith("RuntimeError: simulated trainer crash")
+    assert by_name["8x4-none-s0"].info.status == "FINISHED"
+    assert by_name["8x4-none-s0"].data.metrics["top1"] == 60.0
+    rows = {r["setting"]: r for r in outcome.rows}
+    assert rows["8x4-mgtc_ratio-r0.5"]["status"] == "partial"
+    for name in ("results.csv", "results.md", "trials.csv", "acc_vs_gflops.png", "acc_vs_wallclock.png"):
+        assert (outcome.out_dir / name).is_file()
+    assert "simulated trainer crash" in (outcome.out_dir / "results.md").read_text()
+
+
+@pytest.mark.integration
+def test_every_trial_failing_fails_the_sweep(tmp_path, ray_local, picklable_tests):
+    grid = {"masking": [{"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5}], "optim.seed": [1]}
+    spec = load_sweep(write_sweep(tmp_path, grid=grid))
+    outcome = run_sweep(spec, fake_train, runs_dir=tmp_path / "runs",
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", log=lambda s: None)
+    assert not outcome.ok
+    assert [r.status for r in outcome.results] == ["FAILED"]
