@@ -1,0 +1,636 @@
+"""Training and evaluation clip stream: video rows -> decoded, augmented clips + token scores.
+
+Ray Data runs everything here in CPU actors; the GPU trainers never decode:
+
+    source rows, one per video (`video`, `label`, `video_id`, and with shards the cell maps)
+      -> map_batches(ClipMaker, compute=ActorPoolStrategy(size=data.decode_actors))
+      -> one row per clip: pixels uint8 [T, S, S, 3], scores float32 [T', S/p, S/p],
+         label, video_id, view
+
+Sampling follows VideoMAE on the stride-s frame sequence g_m = source frame m*s (docs/TRAINING.md,
+"Data path"):
+- train: T consecutive positions starting at a random position (temporal jitter is quantised
+  to s source frames), random resized crop of the short_side-resized frame resized to S x S,
+  horizontal flip, optional RandAugment with the same ops on every frame of the clip.
+- val / test: clips x crops views; temporal starts as VideoMAE's test mode, S x S crops along
+  the long side with offsets snapped to the shard cell grid, so that shard scores are exact.
+Token scores follow the clip's own window, crop and flip, and are taken BEFORE RandAugment
+(and before the trainer's random erasing / mixup): from the shard cell maps when
+`data.shards` is set, else with `motion.token_scores` on the decoded, cropped clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from pipeline import shards, storage, video
+from pipeline.config import Config
+from pipeline.manifest import read_manifest
+from pipeline.motion import token_scores, token_scores_from_cells
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+OUTPUT_COLUMNS = ("pixels", "scores", "label", "video_id", "view")
+# Source rows per actor call. Train: one clip per row (T*S*S*3 bytes, 2.4 MB at 16x224).
+# Eval: one video expands into clips*crops views (36 MB at 5x3), so one video per call.
+TRAIN_BATCH = 4
+EVAL_BATCH = 1
+# A native crash (segfault, OOM kill) in decord is retried forever by Ray's defaults; one
+# restart and one retry, then the block is dropped (max_errored_blocks) instead of the epoch.
+ACTOR_RETRIES = 1
+MAX_ERRORED_BLOCKS = 16
+
+Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels of the resized frame
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one actor needs to make clips; derived from the Config once per split."""
+
+    train: bool
+    num_frames: int  # T
+    sampling_rate: int  # s
+    input_size: int  # S
+    short_side: int
+    patch: int
+    tubelet: int
+    score_mode: str
+    clips: int = 1
+    crops: int = 1
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: bool = True
+    rand_augment: str = ""
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Spatial token grid (S/p, S/p) of a clip."""
+        return self.input_size // self.patch, self.input_size // self.patch
+
+    @property
+    def views(self) -> int:
+        return 1 if self.train else self.clips * self.crops
+
+
+def clip_spec(cfg: Config, split: str) -> ClipSpec:
+    """The ClipSpec of a split: train augments; val/test use data.{val,test}_{clips,crops}."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: allowed: {', '.join(SPLITS)}")
+    d = cfg.data
+    views = {"train": (1, 1), "val": (d.val_clips, d.val_crops), "test": (d.test_clips, d.test_crops)}
+    clips, crops = views[split]
+    return ClipSpec(
+        train=split == "train", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
+        input_size=d.input_size, short_side=d.short_side, patch=cfg.model.patch,
+        tubelet=cfg.model.tubelet, score_mode=cfg.masking.score_mode, clips=clips, crops=crops,
+        scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip, rand_augment=d.rand_augment,
+    )
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def random_resized_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+    rng: np.random.Generator,
+) -> Box:
+    """Crop box of torchvision's `RandomResizedCrop.get_params` (which timm uses), drawn from
+    a numpy Generator: area fraction ~ U(scale), log aspect (w/h) ~ U(log ratio), 10 tries,
+    then the central crop clamped to the aspect range. Returns (top, left, h, w)."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(frames: np.ndarray, box: Box, size: int, flip: bool = False) -> np.ndarray:
+    """Crop `box` out of every frame, resize it to size x size, optionally mirror it.
+
+    frames: [T, H, W, 3] uint8. Returns [T, size, size, 3] uint8 (C-contiguous).
+    Bilinear, antialiased when shrinking (torchvision's tensor RandomResizedCrop); a crop that
+    already has the output size is copied untouched, so evaluation pixels are the decoded ones.
+    """
+    top, left, h, w = box
+    x = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + h, left : left + w]))
+    if (h, w) != (size, size):
+        x = x.permute(0, 3, 1, 2).float()  # [T, 3, h, w]
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    if flip:
+        x = x.flip(2)
+    return np.ascontiguousarray(x.numpy())
+
+
+def rand_augment(config: str, size: int) -> Callable:
+    """timm's RandAugment (`rand-m7-n4-mstd0.5-inc1`...) with VideoMAE's hparams for S x S."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    hparams = {
+        "translate_const": int(size * 0.45),
+        "img_mean": tuple(round(255 * m) for m in IMAGENET_DEFAULT_MEAN),
+    }
+    return rand_augment_transform(config, hparams)
+
+
+def augment_clip(frames: np.ndarray, transform: Callable, seed: int) -> np.ndarray:
+    """Apply ONE draw of a PIL transform (RandAugment) to every frame of a clip.
+
+    timm's RandAugment picks its ops from numpy's global RNG and their probabilities and
+    magnitudes from Python's `random`; both are reset to the same state before each frame, so
+    every frame gets the same ops with the same magnitudes (VideoMAE does the same with a
+    list-of-frames RandAugment). The global states are this actor's own, seeded per clip.
+    frames: [T, H, W, 3] uint8 -> [T, H, W, 3] uint8.
+    """
+    from PIL import Image
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        out[i] = np.asarray(transform(Image.fromarray(frame)), dtype=np.uint8)
+    return out
+
+
+def covered_size(height: int, width: int, cell: int) -> tuple[int, int]:
+    """The part of a resized frame that whole shard cells cover (cells start at 0, 0).
+
+    Random crops stay inside it, so every token of a crop has cell data under it; at most
+    `cell - 1` pixels on the bottom / right edge are never cropped."""
+    return height // cell * cell, width // cell * cell
+
+
+# --------------------------------------------------------------------------- clip making
+
+
+def train_clip(
+    spec: ClipSpec, frames: np.ndarray, positions: np.ndarray, cells: tuple | None, cell: int,
+    rng: np.random.Generator, augment: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented training clip and its token scores.
+
+    frames: [T, H, W, 3] uint8, the decoded window (source frames positions * s, resized).
+    positions: [T] positions in the stride-s sequence. cells: (pair_cells, boundary_cells)
+    from the shard row, or None (scores computed on the cropped clip).
+    Returns pixels [T, S, S, 3] uint8, scores [T', S/p, S/p] float32 (slice 0 = +inf).
+    """
+    h, w = covered_size(frames.shape[1], frames.shape[2], cell)
+    box = random_resized_box(h, w, spec.scale, spec.ratio, rng)
+    flip = bool(spec.hflip and rng.random() < 0.5)
+    pixels = crop_resize(frames, box, spec.input_size, flip)
+    scores = clip_scores(spec, pixels, positions, cells, box, cell, flip)
+    if augment is not None:
+        pixels = augment_clip(pixels, augment, int(rng.integers(2**63)))
+    return pixels, scores
+
+
+def clip_scores(
+    spec: ClipSpec, pixels: np.ndarray, positions: np.ndarray, cells: tuple | None,
+    box: Box, cell: int, flip: bool,
+) -> np.ndarray:
+    """Token scores of a clip: pooled from shard cells over its window/box/flip, or computed
+    on its (cropped, flipped, not yet RandAugmented) pixels. Returns [T', S/p, S/p] float32."""
+    if cells is None:
+        return token_scores(pixels, spec.tubelet, spec.patch, spec.score_mode)
+    pair_cells, boundary_cells = cells
+    return token_scores_from_cells(
+        pair_cells, boundary_cells, positions, box, spec.grid, cell,
+        tubelet=spec.tubelet, mode=spec.score_mode, flip=flip,
+    )
+
+
+def eval_views(
+    spec: ClipSpec, frames: np.ndarray, positions: np.ndarray, views: list[np.ndarray],
+    cells: tuple | None, cell: int,
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The clips x crops views of one video, deterministic.
+
+    frames: [U, H, W, 3] uint8, the decoded union of all views' frames, at `positions` [U]
+    (ascending, unique) of the stride-s sequence. views: per temporal clip, its [T] positions.
+    Returns [(view, pixels [T, S, S, 3], scores [T', S/p, S/p])], view = clip * crops + crop.
+    """
+    size = spec.input_size
+    height, width = frames.shape[1:3]
+    offsets = video.spatial_crops(height, width, size, spec.crops, cell)
+    out = []
+    for c, clip_positions in enumerate(views):
+        clip = frames[np.searchsorted(positions, clip_positions)]
+        for k, (top, left) in enumerate(offsets):
+            box = (int(top), int(left), size, size)
+            pixels = crop_resize(clip, box, size)
+            scores = clip_scores(spec, pixels, clip_positions, cells, box, cell, False)
+            out.append((c * spec.crops + k, pixels, scores))
+    return out
+
+
+
+def read_frames(
+    uri: str, sampling_rate: int, short_side: int, choose: Callable[[int], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode only the frames a clip needs, resized to `short_side` while decoding.
+
+    `choose(M)` gets the length M of the video's stride-s sequence and returns the positions
+    [K] int64 to read (source frames positions * s). The video is fetched once (s3://) and
+    opened once for the probe and once resized, exactly as the precompute job reads it, so
+    the pixels are those the shard cell maps were computed on.
+    Returns (frames [K, H, W, 3] uint8, positions [K]).
+    """
+    with storage.download_to_temp(uri) as local:
+        info = video.probe(local)
+        positions = np.asarray(choose(video.num_sampled(info.num_frames, sampling_rate)), dtype=np.int64)
+        size = video.resized_size(info.height, info.width, short_side)
+        reader = video.open_reader(local, size)
+        frames = reader.get_batch((positions * sampling_rate).tolist()).asnumpy()
+        del reader  # decord holds the whole demuxer; free it before the next video
+    return frames, positions
+
+
+def _empty_output(spec: ClipSpec) -> dict[str, np.ndarray]:
+    t, s = spec.num_frames, spec.input_size
+    gh, gw = spec.grid
+    return {
+        "pixels": np.zeros((0, t, s, s, 3), dtype=np.uint8),
+        "scores": np.zeros((0, t // spec.tubelet, gh, gw), dtype=np.float32),
+        "label": np.zeros(0, dtype=np.int64),
+        "video_id": np.zeros(0, dtype=np.int64),
+        "view": np.zeros(0, dtype=np.int64),
+    }
+
+
+class ClipMaker:
+    """Ray Data callable class (one per actor): a batch of video rows -> a batch of clips.
+
+    Input columns: `path` (local path or s3:// URI), `label`, `video_id`, and optionally the
+    shard columns of `pipeline.shards` (`cell` > 0, `num_sampled`, `resized_height`,
+    `resized_width`, `tubelet`, `cells_height`, `cells_width`, `pair_cells`,
+    `boundary_cells`); a row without them (`cell` absent or 0) gets its scores computed on
+    the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives one
+    row per video, val/test `clips * crops` rows per video. A video that fails is dropped
+    with a warning and counted in `self.failed`: one bad file never sinks an epoch.
+
+    Randomness (train only): one Generator per actor from `SeedSequence(entropy, spawn_key=
+    (seed,))`. Ray Train re-executes the dataset each epoch with fresh actors; with the
+    default `entropy=None` each actor draws OS entropy, so every epoch samples new windows,
+    crops and flips. Give `entropy` to replay an actor exactly (tests).
+    """
+
+    def __init__(self, cfg: Config, split: str, *, seed: int = 0, entropy: int | None = None,
+                 env: dict[str, str] | None = None):
+        # S3 settings of the driver, for actors of a cluster started without them.
+        os.environ.update(env or {})
+        self.spec = clip_spec(cfg, split)
+        seq = np.random.SeedSequence(entropy, spawn_key=(int(seed),))
+        self.entropy = seq.entropy
+        self._rng = np.random.default_rng(seq)
+        self._augment = (
+            rand_augment(self.spec.rand_augment, self.spec.input_size)
+            if self.spec.train and self.spec.rand_augment else None
+        )
+        self.failed = 0
+        # One CPU per actor (num_cpus=1): torch's intra-op pool would only oversubscribe it.
+        torch.set_num_threads(1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
+        for row in _rows(batch):
+            try:
+                views = self.make(row)
+            except Exception as err:  # noqa: BLE001 - decoder errors come as many types
+                self.failed += 1
+                log.warning("clips: dropped %s (%d dropped by this actor): %s: %s",
+                            storage.redact(str(row.get("path"))), self.failed, type(err).__name__,
+                            storage.redact(str(err))[:300])
+                continue
+            for view, pixels, scores in views:
+                out["pixels"].append(pixels)
+                out["scores"].append(scores)
+                out["label"].append(int(row["label"]))
+                out["video_id"].append(int(row["video_id"]))
+                out["view"].append(view)
+        if not out["pixels"]:
+            return _empty_output(self.spec)
+        return {
+            "pixels": np.stack(out["pixels"]),
+            "scores": np.stack(out["scores"]).astype(np.float32, copy=False),
+            "label": np.asarray(out["label"], dtype=np.int64),
+            "video_id": np.asarray(out["video_id"], dtype=np.int64),
+            "view": np.asarray(out["view"], dtype=np.int64),
+        }
+
+    def make(self, row: dict[str, Any]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Clips of one video row: [(view, pixels [T, S, S, 3] uint8, scores [T', S/p, S/p])]."""
+        spec = self.spec
+        cells, cell = row_cells_or_none(row, spec)
+
+        def checked(m: int) -> int:
+            # The shard's maps describe the stride-s sequence it decoded; a file that changed
+            # since would silently get another video's scores.
+            if cells is not None and m != int(row["num_sampled"]):
+                raise ValueError(f"video has {m} sampled frames, its shard row {int(row['num_sampled'])}")
+            return m
+
+        if spec.train:
+            frames, positions = read_frames(
+                row["path"], spec.sampling_rate, spec.short_side,
+                lambda m: video.train_window(checked(m), spec.num_frames, self._rng),
+            )
+            self._check_size(row, frames, cells)
+            pixels, scores = train_clip(spec, frames, positions, cells, cell, self._rng, self._augment)
+            return [(0, pixels, scores)]
+        views: list[np.ndarray] = []
+
+        def union(m: int) -> np.ndarray:
+            views.extend(video.test_views(checked(m), spec.num_frames, spec.clips))
+            return np.unique(np.concatenate(views))
+
+        frames, positions = read_frames(row["path"], spec.sampling_rate, spec.short_side, union)
+        self._check_size(row, frames, cells)
+        return eval_views(spec, frames, positions, views, cells, cell)
+
+    @staticmethod
+    def _check_size(row: dict[str, Any], frames: np.ndarray, cells: tuple | None) -> None:
+        if cells is None:
+            return
+        expect = (int(row["resized_height"]), int(row["resized_width"]))
+        if tuple(frames.shape[1:3]) != expect:
+            raise ValueError(f"decoded frames are {frames.shape[1]}x{frames.shape[2]}, the shard's "
+                             f"cell maps {expect[0]}x{expect[1]}")
+
+
+def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Column batch -> list of per-row dicts (values are numpy scalars / arrays)."""
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def row_cells_or_none(row: dict[str, Any], spec: ClipSpec) -> tuple[tuple | None, int]:
+    """((pair_cells, boundary_cells), cell) of a row with shard data, else (None, 1)."""
+    if int(row.get("cell", 0) or 0) <= 0:
+        return None, 1
+    if spec.score_mode == "boundary" and int(row["tubelet"]) != spec.tubelet:
+        raise ValueError(f"shard boundary maps are for tubelet={int(row['tubelet'])}, "
+                         f"model.tubelet={spec.tubelet}")
+    return shards.row_cells(row), int(row["cell"])
+
+
+def to_model_inputs(
+    batch: dict[str, torch.Tensor], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trainer side: a batch from `iter_torch_batches` -> model inputs on `device`.
+
+    batch: pixels uint8 [B, T, S, S, 3], scores [B, T', S/p, S/p], label [B].
+    Returns x float32 [B, 3, T, S, S] ImageNet-normalised (normalised on the device: uint8
+    crosses the host-device link, 4x less than float32), scores float32 [B, T', S/p, S/p],
+    labels int64 [B].
+    """
+    pixels = torch.as_tensor(batch["pixels"]).to(device, non_blocking=True)
+    x = pixels.permute(0, 4, 1, 2, 3).contiguous().float()  # [B, 3, T, S, S]
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(1, 3, 1, 1, 1) * 255
+    std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(1, 3, 1, 1, 1) * 255
+    x = x.sub_(mean).div_(std)
+    scores = torch.as_tensor(batch["scores"]).to(device, non_blocking=True).float()
+    labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long()
+    return x, scores, labels
+
+
+# --------------------------------------------------------------------------- the split's videos
+
+# Shard columns the clip makers read (the rest of a shard row stays on disk).
+SHARD_COLUMNS = (
+    "path", "sampling_rate", "num_sampled", "resized_height", "resized_width", "tubelet",
+    "cell", "cells_height", "cells_width", "pair_cells", "boundary_cells",
+)
+MEMBER_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.int64()), ("video_id", pa.int64())])
+# Environment handed to the actors: the AWS chain the driver sees (a cluster started
+# before these were set would not pass them on). Never logged (see `_Env`).
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+    "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
+)
+
+
+@dataclass(frozen=True)
+class SplitVideos:
+    """The videos of a split, resolved in the driver from the manifest and the shards'
+    `path` column (no cell map is read here).
+
+    scored: (path, label, video_id) of videos whose scores come from shard cell maps.
+    computed: videos whose scores are computed on the decoded clip (no shards, or eval
+      videos the shards lack: eval views are exact either way).
+    skipped: reason -> count of manifest videos that make no clips.
+    """
+
+    scored: pa.Table
+    computed: pa.Table
+    skipped: dict[str, int]
+
+    @property
+    def num_videos(self) -> int:
+        return self.scored.num_rows + self.computed.num_rows
+
+
+def _members(rows: list[tuple[str, int, int]]) -> pa.Table:
+    paths, labels, ids = zip(*rows) if rows else ((), (), ())
+    return pa.table([pa.array(paths, pa.string()), pa.array(labels, pa.int64()),
+                     pa.array(ids, pa.int64())], schema=MEMBER_SCHEMA)
+
+
+def check_shards(cfg: Config, meta: dict) -> None:
+    """Raise ValueError when the shards cannot score this config's clips."""
+    c, d = meta.get("config", {}), cfg.data
+    problems = []
+    if d.sampling_rate not in c.get("sampling_rates", []):
+        problems.append(f"data.sampling_rate={d.sampling_rate}: shards hold rates {c.get('sampling_rates')}")
+    if c.get("short_side") != d.short_side:
+        problems.append(f"data.short_side={d.short_side}: shards were computed at short side {c.get('short_side')}")
+    if cfg.masking.score_mode == "boundary" and c.get("tubelet") != cfg.model.tubelet:
+        problems.append(f"model.tubelet={cfg.model.tubelet}: shard boundary maps are for tubelet {c.get('tubelet')}")
+    if problems:
+        raise ValueError(f"shards {storage.redact(d.shards)} do not fit the config: " + "; ".join(problems))
+    if cfg.model.patch % int(c.get("cell", 1)):
+        log.warning("clips: shard cell %s px does not divide model.patch=%d: eval scores are "
+                    "area-weighted, not exact", c.get("cell"), cfg.model.patch)
+
+
+def split_videos(cfg: Config, split: str) -> SplitVideos:
+    """Which videos make clips for `split`, and where their scores come from.
+
+    video_id is the row index in the split's manifest (`read_manifest` order, 0-based).
+    Without a manifest (train only) the shards' own rows are the split, video_id = their
+    manifest `line`. Train videos the shards lack are skipped (the precompute job rejected
+    them: see its errors table); val/test videos the shards lack get computed scores.
+    """
+    d = cfg.data
+    manifest = {"train": d.train_manifest, "val": d.val_manifest, "test": d.test_manifest}[split]
+    skipped: dict[str, int] = {}
+    shard_paths: set[str] = set()
+    table = None
+    if d.shards:
+        check_shards(cfg, shards.read_meta(d.shards))
+        table = shards.read_shards(d.shards, sampling_rate=d.sampling_rate, columns=["path", "label", "line"])
+        shard_paths = set(table.column("path").to_pylist())
+    if manifest:
+        rows = read_manifest(manifest)
+        ok = [(r.path, int(r.label), i) for i, r in enumerate(rows) if not r.error and r.label is not None]
+        if len(ok) < len(rows):
+            skipped["manifest error"] = len(rows) - len(ok)
+    elif table is not None and split == "train":
+        ok = list(zip(table.column("path").to_pylist(), table.column("label").to_pylist(),
+                      table.column("line").to_pylist()))
+    else:
+        raise ValueError(f"split {split!r} needs data.{split}_manifest")
+    if not d.shards:
+        videos = SplitVideos(_members([]), _members(ok), skipped)
+    else:
+        scored = [r for r in ok if r[0] in shard_paths]
+        rest = [r for r in ok if r[0] not in shard_paths]
+        if split == "train" and rest:
+            skipped["not in shards"] = len(rest)
+            rest = []
+        videos = SplitVideos(_members(scored), _members(rest), skipped)
+    if skipped:
+        log.warning("clips: %s split: %d videos, skipped %s", split, videos.num_videos, skipped)
+    return videos
+
+
+def num_clips(cfg: Config, split: str) -> int:
+    """Rows `clip_dataset(cfg, split)` yields per epoch when every video decodes (counted
+    from the manifest and shards, without decoding): videos x views."""
+    return split_videos(cfg, split).num_videos * clip_spec(cfg, split).views
+
+
+def _attach_members(batch: pa.Table, members: pa.Table, rate: int) -> pa.Table:
+    """Shard rows of `rate` whose video is a member, with the member's label and video_id."""
+    batch = batch.filter(pc.equal(batch.column("sampling_rate"), rate))
+    idx = pc.index_in(batch.column("path"), value_set=members.column("path"))
+    keep = pc.is_valid(idx)
+    batch, idx = batch.filter(keep), idx.filter(keep)
+    return (batch.drop_columns(["sampling_rate"])
+            .append_column("label", members.column("label").take(idx))
+            .append_column("video_id", members.column("video_id").take(idx)))
+
+
+def _computed_rows(members: pa.Table, like: pa.Schema | None) -> pa.Table:
+    """Member rows in the shard-row schema `like` with cell = 0 (no cell maps), so that
+    both kinds of rows share one dataset; just the members without shards."""
+    if like is None:
+        return members
+    n = members.num_rows
+    columns = []
+    for f in like:
+        if f.name in MEMBER_SCHEMA.names:
+            columns.append(members.column(f.name))
+        elif pa.types.is_list(f.type):
+            columns.append(pa.array([[]] * n, type=f.type))
+        else:
+            columns.append(pa.array([0] * n, type=f.type))
+    return pa.Table.from_arrays(columns, schema=like)
+
+
+def _source(cfg: Config, videos: SplitVideos) -> "ray.data.Dataset":  # noqa: F821
+    """One row per video: shard rows joined to their members (streamed from Parquet), plus
+    the members without shards. Light until the clip makers decode."""
+    import ray.data
+
+    d = cfg.data
+    parts = []
+    like = None
+    if videos.scored.num_rows:
+        files = shards.list_shard_files(d.shards)
+        fs, _ = storage.filesystem_for(d.shards)
+        cell = int(shards.read_meta(d.shards)["config"]["cell"])
+        schema = shards.shard_schema(cell)
+        like = pa.schema([schema.field(c) for c in SHARD_COLUMNS if c != "sampling_rate"]
+                         + [MEMBER_SCHEMA.field("label"), MEMBER_SCHEMA.field("video_id")])
+        read = ray.data.read_parquet([storage.filesystem_for(f)[1] for f in files], filesystem=fs,
+                                     columns=list(SHARD_COLUMNS))
+        parts.append(read.map_batches(
+            _attach_members, fn_kwargs={"members": videos.scored, "rate": d.sampling_rate},
+            batch_format="pyarrow", batch_size=None,
+        ))
+    if videos.computed.num_rows:
+        parts.append(ray.data.from_arrow(_computed_rows(videos.computed, like)))
+    if not parts:
+        raise ValueError("no videos to make clips from (see the warnings above)")
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset":  # noqa: F821
+    """The clip stream of a split (lazy; Ray Train re-executes it every epoch).
+
+    train: one row per training video per epoch, in a new random order with new random
+    windows, crops and flips each epoch; val/test: clips x crops rows per video,
+    deterministic. Columns: OUTPUT_COLUMNS (docs/INTERFACES.md). Decoding runs in
+    `data.decode_actors` CPU actors; a video that fails is dropped with a warning (before
+    Ray Train's split, so ranks still get equal shares).
+    """
+    import warnings
+
+    import ray.data
+
+    spec = clip_spec(cfg, split)
+    videos = split_videos(cfg, split)
+    ds = _source(cfg, videos)
+    batch = TRAIN_BATCH if spec.train else EVAL_BATCH
+    if spec.train:
+        ds = ds.random_shuffle()  # new order every execution (= epoch)
+    # Blocks of at most `batch` videos: an actor task takes a whole block, so a big block
+    # would keep the other actors idle.
+    ds = ds.repartition(target_num_rows_per_block=batch)
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    with warnings.catch_warnings():
+        # max_restarts / max_task_retries exist only as ray_remote_args (deprecated spelling
+        # in Ray 2.60, no named replacement yet).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
+        ds = ds.map_batches(
+            ClipMaker,
+            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": _Env(env)},
+            batch_size=batch,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=cfg.data.decode_actors),
+            num_cpus=1,
+            max_restarts=ACTOR_RETRIES,
+            max_task_retries=ACTOR_RETRIES,
+        )
+    # A block whose actor crashed twice is dropped, not the run (this dataset's own context).
+    ds.context.max_errored_blocks = MAX_ERRORED_BLOCKS
+    return ds
+
+
+class _Env(dict):
+    """Environment for the actors; its repr names the variables only, so credentials never
+    land in a log line that prints actor arguments."""
+
+    def __repr__(self) -> str:
+        return f"_Env({sorted(self)})"
