@@ -1,0 +1,85 @@
+"""Tiny synthetic videos and the bad inputs the precompute job must survive (test helpers)."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.synth import render_video, write_video
+
+# Unicode and quotes are legal in a VideoMAE list file (spaces are not).
+ODD_NAME = "vidéo_ü'\"名.mp4"
+
+
+def clip_frames(frames: int = 40, height: int = 64, width: int = 80, seed: int = 0,
+                cls: str = "right") -> np.ndarray:
+    """[F, H, W, 3] uint8: a moving object over a textured, noisy background."""
+    square = render_video(cls, np.random.default_rng(seed), size=max(height, width), frames=frames)
+    return np.ascontiguousarray(square[:, :height, :width])
+
+
+def make_video(path: Path, frames: int = 40, height: int = 64, width: int = 80, seed: int = 0,
+               cls: str = "right") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, clip_frames(frames, height, width, seed, cls), 25)
+    return path
+
+
+def write_audio_only(path: Path) -> Path:
+    """An .mp4 with one AAC audio stream and no video."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, i * 1024, Fraction(1, 16000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def corrupt_middle(src: Path, dst: Path, seed: int = 0) -> Path:
+    """A copy of `src` with random bytes over 10% of the file at its middle (inside the
+    media data: PyAV writes the index at the end)."""
+    data = bytearray(Path(src).read_bytes())
+    start, n = len(data) // 2, max(len(data) // 10, 64)
+    data[start:start + n] = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def make_bad_inputs(folder: Path, good: Path) -> dict[str, Path]:
+    """Every bad input of the issue, as files next to each other (`missing` is not created).
+
+    The values are the paths; the keys are the expected failure (used by the tests)."""
+    folder = Path(folder)
+    data = Path(good).read_bytes()
+    bad = {
+        "missing": folder / "missing.mp4",
+        "empty": folder / "empty.mp4",
+        "text": folder / "text.mp4",
+        "truncated": folder / "truncated.mp4",
+        "corrupt_middle": folder / "corrupt_middle.mp4",
+        "short": folder / "short.mp4",
+        "single_frame": folder / "single_frame.mp4",
+        "audio_only": folder / "audio_only.mp4",
+    }
+    bad["empty"].write_bytes(b"")
+    bad["text"].write_text("this is a text file, not a video\n" * 20)
+    bad["truncated"].write_bytes(data[: len(data) // 2])
+    corrupt_middle(good, bad["corrupt_middle"])
+    make_video(bad["short"], frames=12, seed=3)
+    make_video(bad["single_frame"], frames=1, seed=4)
+    write_audio_only(bad["audio_only"])
+    return bad
+
+
+def copy_as(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return Path(dst)

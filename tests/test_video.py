@@ -1,0 +1,75 @@
+"""Decoding and VideoMAE frame sampling (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import video
+from _videos import make_video
+
+
+def test_resized_size_keeps_aspect_with_even_long_side():
+    assert video.resized_size(320, 426, 224) == (224, 298)
+    assert video.resized_size(426, 320, 224) == (298, 224)
+    assert video.resized_size(240, 320, 112) == (112, 150)
+    assert video.resized_size(64, 80, 0) == (64, 80)
+
+
+def test_stride_sequence():
+    assert video.num_sampled(10, 4) == 3 and video.num_sampled(12, 4) == 3 and video.num_sampled(1, 4) == 1
+    assert video.sequence_indices(10, 4).tolist() == [0, 4, 8]
+    chunks = video.frames_in_chunks(23, 2, 5)
+    assert np.concatenate(chunks).tolist() == list(range(0, 23, 2)) and max(map(len, chunks)) == 5
+
+
+def test_train_window_is_a_consecutive_window_or_padded():
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        ids = video.train_window(20, 8, rng)
+        assert len(ids) == 8 and np.all(np.diff(ids) == 1) and 0 <= ids[0] and ids[-1] <= 19
+        starts.add(int(ids[0]))
+    assert starts == set(range(13))  # every start 0 .. M - T is drawn
+    assert video.train_window(5, 8, rng).tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+
+
+def test_test_views_follow_videomae():
+    views = video.test_views(40, 16, 5)
+    assert [int(v[0]) for v in views] == [int(k * (40 - 16) / 4) for k in range(5)]
+    assert all(np.all(np.diff(v) == 1) and len(v) == 16 for v in views)
+    assert video.test_views(40, 16, 1)[0][0] == 12  # one clip: centred
+    short = video.test_views(10, 16, 3)
+    assert all(v.tolist() == list(range(10)) + [9] * 6 for v in short)
+
+
+def test_spatial_crops_are_videomae_crops_snapped_to_cells():
+    # VideoMAE: left / centre / right at 0, 37, 74 along the long side of 224 x 298.
+    assert video.spatial_crops(224, 298, 224, 3, align=8) == [(0, 0), (0, 40), (0, 72)]
+    assert video.spatial_crops(224, 298, 224, 3) == [(0, 0), (0, 37), (0, 74)]
+    assert video.spatial_crops(298, 224, 224, 3, align=8) == [(0, 0), (40, 0), (72, 0)]
+    assert video.spatial_crops(240, 320, 224, 1, align=8) == [(8, 48)]
+    for top, left in video.spatial_crops(230, 301, 224, 3, align=8):
+        assert top % 8 == 0 and left % 8 == 0 and top + 224 <= 230 and left + 224 <= 301
+    with pytest.raises(ValueError, match="does not fit"):
+        video.spatial_crops(100, 200, 112, 1)
+
+
+def test_decode_frames_match_the_full_stride_sequence(tmp_path):
+    path = str(make_video(tmp_path / "v.mp4", frames=30, height=48, width=64))
+    info = video.probe(path)
+    assert (info.num_frames, info.height, info.width) == (30, 48, 64) and info.fps == 25.0
+    size = video.resized_size(info.height, info.width, 32)
+    assert size == (32, 42)
+    full = video.open_reader(path, size).get_batch(list(range(0, 30, 2))).asnumpy()
+    picked = video.decode_frames(path, [4, 10, 22], 32)
+    assert picked.shape == (3, 32, 42, 3) and picked.dtype == np.uint8
+    assert np.array_equal(picked, full[[2, 5, 11]])  # the trainer sees the precompute's pixels
+
+
+def test_clean_decoder_error():
+    raw = ("[19:30:11] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: [19:30:11] "
+           "/github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
+           "avcodec_send_packet(dec_ctx_.get(), pkt.get()) >= 0 (-1094995529 vs. 0) Thread worker: "
+           "Error sending packet.")
+    assert video.clean_decoder_error(raw) == "Thread worker: Error sending packet."
