@@ -415,6 +415,18 @@ class VideoMAEEncoder(nn.Module):
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.grad_checkpointing = enabled
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names timm's optimizer factory excludes from weight decay, besides every
+        1-D parameter (biases, q/v biases, norms). VideoMAE's list is pos_embed / cls_token;
+        here the position table is a buffer and there is no cls token, so nothing is added."""
+        return set()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer grouping for layer-wise lr decay, with VideoMAE's layer ids
+        (`optim_factory.get_layer_id_for_vit`): patch_embed = 0, blocks.i = i + 1, and the
+        final norm / fc_norm / head one past the last block (scale 1)."""
+        return {"stem": r"^patch_embed", "blocks": r"^blocks\.(\d+)", "head": r"^norm|^fc_norm|^head"}
+
     def position_table(self, num_tokens: int, like: Tensor) -> Tensor:
         """[num_tokens, D] sin-cos rows, on `like`'s device and dtype."""
         if num_tokens <= self.pos_embed.shape[0]:
@@ -696,6 +708,10 @@ class VideoMAEPretrain(nn.Module):
         for module in self.modules():
             if isinstance(module, VideoMAEAttention):
                 module.fused_attn = enabled
+
+    def no_weight_decay(self) -> set[str]:
+        """As official pre-training: the mask token (3-D, so not caught by the 1-D rule)."""
+        return {"mask_token"}
 
     def _decoder_positions(self, num_tokens: int, like: Tensor) -> Tensor:
         if num_tokens <= self.decoder_pos_embed.shape[0]:
