@@ -116,3 +116,26 @@ def test_cli_does_not_import_ray():
     code = ("import sys, jobs.flops; jobs.flops.main(['--model', 'small']); "
             "assert 'ray' not in sys.modules, 'jobs.flops imported ray'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_benchmark_rewrites_only_its_own_section():
+    from jobs.bench_encoder import SECTION, replace_section
+
+    document = f"# Benchmarks\n\n## Precompute\n\nA\n\n{SECTION}\n\nold\n\n## Train\n\nB\n"
+    updated = replace_section(document, f"{SECTION}\n\nnew\n")
+    assert "old" not in updated and "new" in updated
+    assert updated.index("## Precompute") < updated.index(SECTION) < updated.index("## Train")
+    assert "\nA\n" in updated and "\nB\n" in updated
+    appended = replace_section("# Benchmarks\n\n## Precompute\n\nA\n", f"{SECTION}\n\nnew\n")
+    assert appended.endswith(f"{SECTION}\n\nnew\n") and "\nA\n" in appended
+
+
+def test_benchmark_clips_keep_different_token_counts_per_clip():
+    from jobs.bench_encoder import moving_clips
+    from pipeline.motion import token_scores_torch
+    from pipeline.selection import select_tokens
+
+    pixels = moving_clips(4, 8, 64, [0.3, 0.45, 0.6, 0.8])
+    selection = select_tokens("mgtc_threshold", scores=token_scores_torch(pixels), tau=0.05)
+    lengths = selection.lengths.tolist()
+    assert lengths == sorted(lengths) and len(set(lengths)) == 4

@@ -1,0 +1,355 @@
+"""`mgtc bench encoder`: encoder forward+backward wall-clock vs kept tokens (issue 2).
+
+Times one training step of the classifier (motion scores + token selection + forward +
+cross-entropy + backward; no optimizer step) for:
+- all tokens (no scores, no selection: the plain VideoMAE baseline),
+- `mgtc_ratio` at keep ratios 0.75 / 0.5 / 0.25 (fixed length per clip),
+- `mgtc_threshold` with a fixed tau on clips whose moving area differs, so every clip keeps a
+  different number of tokens; run packed (the model's default) and padded to the batch max
+  (key-padding mask) to measure what padding costs.
+Every case runs once per round, round-robin, after a warm-up round, and reports the median,
+so a change of machine load affects all cases alike. Writes a markdown table into
+docs/BENCHMARKS.md under `## Encoder forward+backward (issue 2)`, replacing that section
+only.
+
+    mgtc bench encoder                    # ViT-S, 16x224, batch 4
+    mgtc bench encoder --model tiny --frames 8 --iters 2 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.flops import encoder_macs, encoder_shape
+from pipeline.model import IMAGENET_MEAN, IMAGENET_STD, VIT_SIZES, build_model, token_counts
+from pipeline.motion import token_scores_torch
+from pipeline.selection import select_tokens
+
+SECTION = "## Encoder forward+backward (issue 2)"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked configuration."""
+
+    label: str
+    strategy: str  # "none" = no scores, no selection
+    keep_ratio: float | None = None  # mgtc_ratio
+    varlen: str = "packed"  # mgtc_threshold execution
+
+
+@dataclass
+class Result:
+    case: Case
+    kept: list[int]  # real tokens per clip
+    processed: int  # tokens computed by the encoder for the batch, padding included
+    step_ms: list[float]  # wall clock
+    cpu_ms: list[float]  # this process's CPU time, all threads: robust to other tenants
+    select_ms: list[float]
+
+
+def moving_clips(
+    batch: int, frames: int, size: int, moving_fractions: list[float], seed: int = 0
+) -> torch.Tensor:
+    """Synthetic clips in [0, 1], [B, 3, T, S, S]: a static smooth texture with sensor noise
+    (sigma 0.01), and in clip b a band of the left `moving_fractions[b]` of the width where a
+    second texture pans 4 px per frame. More band = more tokens above a motion threshold."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def texture(width: int) -> torch.Tensor:
+        coarse = torch.rand(batch, 3, size // 8, width // 8, generator=gen)
+        return F.interpolate(coarse, size=(size, width), mode="bilinear", align_corners=False)
+
+    speed = 4
+    background = texture(size)[:, :, None].expand(-1, -1, frames, -1, -1).clone()
+    panning = texture(size + speed * frames)
+    for b, fraction in enumerate(moving_fractions):
+        width = round(fraction * size)
+        for t in range(frames):
+            background[b, :, t, :, :width] = panning[b, :, :, speed * t : speed * t + width]
+    noise = 0.01 * torch.randn(background.shape, generator=gen)
+    return (background + noise).clamp(0, 1)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """[B, 3, T, H, W] in [0, 1] -> ImageNet-normalised model input."""
+    mean = pixels.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
+    std = pixels.new_tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    return (pixels - mean) / std
+
+
+def busy_cores(interval: float = 0.5) -> float:
+    """Cores busy machine-wide over `interval` s, from /proc/stat (0.0 where unavailable)."""
+    def snapshot() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # all jiffies, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(interval)
+        total1, idle1 = snapshot()
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
+def wait_for_quiet(budget_s: float, max_busy: float = 0.5) -> float:
+    """Sleep while other processes keep more than `max_busy` cores busy, for at most
+    `budget_s` seconds; returns the seconds waited. The machine may be shared: a step timed
+    while another job computes measures that job, not ours."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget_s and busy_cores() > max_busy:
+        time.sleep(1.0)
+    return time.perf_counter() - start
+
+
+def train_step(
+    model: torch.nn.Module,
+    pixels: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    case: Case,
+    tau: float,
+) -> tuple[float, float, float, list[int], int]:
+    """One measured step; returns (wall ms, CPU ms, scores+selection wall ms, kept tokens
+    per clip, tokens processed)."""
+    model.zero_grad(set_to_none=True)
+    model.varlen = case.varlen
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    ids_keep = keep_mask = None
+    if case.strategy != "none":
+        patch = model.patch_embed.patch_size
+        scores = token_scores_torch(pixels, tubelet=model.patch_embed.tubelet_size, patch=patch)
+        ratio = 0.0 if case.keep_ratio is None else 1.0 - case.keep_ratio
+        selection = select_tokens(case.strategy, scores=scores, ratio=ratio, tau=tau)
+        ids_keep, keep_mask = selection.ids_keep, selection.keep_mask
+    selected = time.perf_counter()
+    F.cross_entropy(model(x, ids_keep, keep_mask), labels).backward()
+    end = time.perf_counter()
+    cpu_ms = (time.process_time() - cpu_start) * 1e3
+
+    batch = x.shape[0]
+    seq_len = model.num_patches if ids_keep is None else ids_keep.shape[1]
+    if keep_mask is None:
+        kept = [seq_len] * batch
+    else:
+        kept = keep_mask.sum(1).tolist()
+    processed = token_counts(keep_mask, batch, seq_len, case.varlen).processed
+    return (end - start) * 1e3, cpu_ms, (selected - start) * 1e3, kept, processed
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """How undisturbed the measurement was."""
+
+    load_before: float
+    load_after: float
+    waited_s: float
+    cpu_share: float
+
+
+def run(args: argparse.Namespace) -> tuple[list[Result], float]:
+    """All cases, interleaved; returns the results and the seconds waited for quiet."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.model, 400, num_frames=args.frames, img_size=args.input_size).train()
+    ratio_pixels = moving_clips(args.batch, args.frames, args.input_size, [0.5] * args.batch)
+    fractions = torch.linspace(0.3, 0.8, args.batch).tolist()
+    threshold_pixels = moving_clips(args.batch, args.frames, args.input_size, fractions, seed=1)
+    labels = torch.randint(0, 400, (args.batch,))
+    cases = [Case("all tokens", "none")]
+    cases += [Case("mgtc_ratio", "mgtc_ratio", keep) for keep in args.keep_ratios if keep < 1]
+    cases += [Case("mgtc_threshold", "mgtc_threshold", varlen="packed"),
+              Case("mgtc_threshold, padded", "mgtc_threshold", varlen="padded")]
+    inputs = {"mgtc_threshold": threshold_pixels}
+    results = {case: Result(case, [], 0, [], [], []) for case in cases}
+    waited = 0.0
+    for round_ in range(args.warmup + args.iters):
+        for case in cases:
+            if round_ >= args.warmup:
+                waited += wait_for_quiet(max(args.max_wait - waited, 0.0))
+            pixels = inputs.get(case.strategy, ratio_pixels)
+            step, cpu, select, kept, processed = train_step(
+                model, pixels, normalize(pixels), labels, case, args.tau
+            )
+            result = results[case]
+            result.kept, result.processed = kept, processed
+            if round_ >= args.warmup:
+                result.step_ms.append(step)
+                result.cpu_ms.append(cpu)
+                result.select_ms.append(select)
+            print(f"round {round_} {case.label:<24} keep={case.keep_ratio} "
+                  f"{step:8.0f} ms", file=sys.stderr, flush=True)
+    return list(results.values()), waited
+
+
+def cpu_share(results: list[Result], threads: int) -> float:
+    """Median over measured steps of CPU time / (wall time x threads): ~1 when the process
+    had its cores to itself, lower when other tenants took them."""
+    shares = [c / (w * threads) for r in results for c, w in zip(r.cpu_ms, r.step_ms)]
+    return statistics.median(shares)
+
+
+def markdown_table(results: list[Result], args: argparse.Namespace) -> str:
+    shape = encoder_shape(args.model, num_frames=args.frames, img_size=args.input_size)
+    base = results[0]
+    base_ms = statistics.median(base.step_ms)
+    base_cpu = statistics.median(base.cpu_ms)
+    base_gmacs = encoder_macs(shape.num_tokens, shape) / 1e9
+    header = ("| strategy | keep ratio | kept tokens / clip | processed / kept | GFLOPs/view "
+              "| ms/iter | select ms | measured speedup | FLOPs-ideal speedup | measured / ideal "
+              "| CPU-time speedup |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        gmacs = sum(encoder_macs(n, shape) for n in r.kept) / len(r.kept) / 1e9
+        ms = statistics.median(r.step_ms)
+        measured, ideal = base_ms / ms, base_gmacs / gmacs
+        keep = sum(r.kept) / len(r.kept) / shape.num_tokens
+        kept_text = (f"{min(r.kept)}" if min(r.kept) == max(r.kept)
+                     else f"{sum(r.kept) / len(r.kept):.0f} ({min(r.kept)}-{max(r.kept)})")
+        select_ms = statistics.median(r.select_ms)
+        lines.append(
+            f"| {r.case.label} | {keep:.2f} | {kept_text} | {r.processed / sum(r.kept):.2f} "
+            f"| {gmacs:.1f} | {ms:.0f} | {select_ms:.0f} | {measured:.2f}x | {ideal:.2f}x "
+            f"| {measured / ideal:.2f} | {base_cpu / statistics.median(r.cpu_ms):.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def section_text(
+    table: str, args: argparse.Namespace, argv: list[str], conditions: Conditions
+) -> str:
+    command = shlex.join(["mgtc", "bench", "encoder", *argv])
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        SECTION,
+        "",
+        f"ViT-{args.model}, {args.frames}x{args.input_size}x{args.input_size}, batch "
+        f"{args.batch}, fp32, one training step = motion scores + selection + forward + "
+        "cross-entropy + backward (no optimizer step). Median of "
+        f"{args.iters} rounds after {args.warmup} warm-up round(s), cases interleaved.",
+        "",
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, {args.threads} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}",
+        f"- load average before / after: {conditions.load_before:.1f} / "
+        f"{conditions.load_after:.1f}; waited {conditions.waited_s:.0f} s for other jobs to "
+        f"pause (budget {args.max_wait:.0f} s); median CPU share of this process during "
+        f"measured steps: {conditions.cpu_share:.2f} (1.0 = all {args.threads} threads ran "
+        "all the time)",
+        f"- date: {date}",
+        f"- command: `{command}`",
+        "",
+        table,
+        "",
+        "GFLOPs/view are encoder multiply-adds per clip (VideoMAE's convention; real FLOPs "
+        "are twice that), from the real kept-token count of each clip, averaged over clips; "
+        "the tubelet embedding runs on all tokens. FLOPs-ideal speedup = GFLOPs(all) / "
+        "GFLOPs(case); measured speedup is from the median wall clock. CPU-time speedup uses "
+        "the process's CPU time (all threads) instead: a cross-check that other tenants of "
+        "the machine do not distort as much. 'select ms' is the motion-score + selection time, included in ms/iter. "
+        f"mgtc_threshold: tau={args.tau} on clips whose panning band covers 30-80% of the "
+        "width; 'processed / kept' counts the tokens the encoder computes, padding included "
+        "(packed: none; padded: every row padded to the batch's longest).",
+        "",
+    ])
+
+
+def replace_section(document: str, section: str) -> str:
+    """Replace the `SECTION` block (up to the next '## ' heading) or append it."""
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    if start is None:
+        prefix = document if document.endswith("\n") or not document else document + "\n"
+        if not prefix:
+            prefix = "# Benchmarks\n"
+        return prefix + "\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    tail = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+
+
+def write_section(path: Path, section: str) -> None:
+    """Rewrite only our section of `path`, atomically (others own the other sections)."""
+    document = path.read_text() if path.exists() else ""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(replace_section(document, section))
+    tmp.replace(path)
+
+
+def _keep_ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"keep ratio {text} must be in (0, 1]")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgtc bench encoder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(VIT_SIZES), default="small")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--keep-ratios", type=_keep_ratio, nargs="+", default=[0.75, 0.5, 0.25])
+    parser.add_argument("--tau", type=float, default=0.05,
+                        help="mgtc_threshold tau on [0, 1] pixels (mean |diff| per token)")
+    parser.add_argument("--iters", type=int, default=3, help="measured rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up rounds")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--max-wait", type=float, default=90.0,
+                        help="seconds, in all, to wait for other jobs on the machine to pause")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.warmup < 0 or args.batch < 2:
+        parser.error("--iters must be >= 1, --warmup >= 0 and --batch >= 2")
+    try:
+        encoder_shape(args.model, num_frames=args.frames, img_size=args.input_size)
+    except ValueError as err:
+        parser.error(f"{err} (set by --frames / --input-size)")
+    load_before = os.getloadavg()[0]
+    results, waited = run(args)
+    conditions = Conditions(load_before, os.getloadavg()[0], waited,
+                            cpu_share(results, args.threads))
+    table = markdown_table(results, args)
+    print(table)
+    print(conditions)
+    if not args.no_write:
+        section = section_text(table, args, argv, conditions)
+        write_section(args.output, section)
+        print(f"wrote {SECTION!r} to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
