@@ -273,8 +273,9 @@ def section_text(
         "the process's CPU time (all threads) instead: a cross-check that other tenants of "
         "the machine do not distort as much. 'select ms' is the motion-score + selection "
         f"time, included in ms/iter. mgtc_threshold: tau={args.tau} on clips whose panning "
-        f"band covers {MOVING[0]:.0%}-{MOVING[1]:.0%} of the width; 'processed / kept' counts the tokens the encoder computes, padding included "
-        "(packed: none; padded: every row padded to the batch's longest).",
+        f"band covers {MOVING[0]:.0%}-{MOVING[1]:.0%} of the width; 'processed / kept' counts "
+        "the tokens the encoder computes, padding included (packed: none; padded: every row "
+        "padded to the batch's longest).",
         "",
     ])
 
