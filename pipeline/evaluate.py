@@ -1,0 +1,397 @@
+"""Evaluation: multi-view test (clips x crops), softmax averaged per video, top-1 / top-5.
+
+VideoMAE's test protocol (`run_class_finetuning.py: merge`): every view of a video is
+classified on its own, the softmax of each view is taken, and the probabilities of all views
+of one video are averaged; top-k is read off the average. `average_views` is that rule as a
+pure function; `VideoScores` accumulates it batch by batch and merges across ranks (sums and
+counts all-reduce exactly, whatever rank saw which view).
+
+Token selection at evaluation is deterministic: `none`, `mgtc_*` (from the clip's scores),
+`running_cell` (phase 0, as MAR's test mask), and `random` / `tube` seeded per view from
+(seed, video_id, view), so a view drops the same tokens whatever batch or rank it lands in.
+
+`evaluate(cfg, checkpoint)` runs the test split as a Ray Data `map_batches` over an actor
+pool of `ViewClassifier`s (one model per actor, GPU actors when `scaling.use_gpu`) and
+reduces the per-view probabilities on the driver, streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from torch import nn
+
+from pipeline.config import Config, from_dict, to_dict
+from pipeline.flops import encoder_shape, gmacs_per_view
+from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"  # our training checkpoints: <checkpoint dir>/state.pt
+CALIBRATION_FILE = "calibration.json"
+
+
+# ------------------------------------------------------------------------- multi-view rule
+
+
+def average_views(
+    video_ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax per view, then the mean per video.
+
+    video_ids: [M] int, logits: [M, C], labels: [M] (the same label on every view of a video).
+    Returns (ids [V] ascending unique, probs [V, C] mean softmax, labels [V]).
+    """
+    ids, inverse = torch.unique(video_ids, return_inverse=True)
+    probs = logits.float().softmax(dim=-1)
+    sums = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
+    counts = torch.bincount(inverse, minlength=len(ids)).to(probs.dtype)
+    video_labels = labels.new_zeros(len(ids)).scatter_(0, inverse, labels)
+    return ids, sums / counts[:, None], video_labels
+
+
+def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """probs: [V, C], labels: [V] -> {"top1": %, "top5": %}; k is capped at C."""
+    if len(labels) == 0:
+        return {f"top{k}": float("nan") for k in ks}
+    top = probs.topk(min(max(ks), probs.shape[1]), dim=1).indices  # [V, kmax]
+    hits = top == labels[:, None]
+    return {f"top{k}": 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+@dataclass
+class VideoScores:
+    """Running per-video sums of view probabilities: {video_id: (sum [C], views, label)}.
+
+    Dictionary-backed so a rank only holds the videos it saw; `merge_across_ranks` turns it
+    into dense tensors over the largest id of any rank and all-reduces them.
+    """
+
+    num_classes: int
+    sums: dict[int, np.ndarray] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    labels: dict[int, int] = field(default_factory=dict)
+    views: int = 0
+
+    def add(self, video_ids: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> None:
+        """video_ids: [B], probs: [B, C] softmax of each view, labels: [B]."""
+        for vid, p, y in zip(video_ids.tolist(), probs, labels.tolist()):
+            if vid in self.sums:
+                self.sums[vid] += p
+                self.counts[vid] += 1
+            else:
+                self.sums[vid], self.counts[vid], self.labels[vid] = p.astype(np.float64), 1, y
+        self.views += len(video_ids)
+
+    def dense(self, num_videos: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sums [V, C] float64, counts [V] float64, labels [V] int64, -1 where unseen)."""
+        sums = torch.zeros(num_videos, self.num_classes, dtype=torch.float64)
+        counts = torch.zeros(num_videos, dtype=torch.float64)
+        labels = torch.full((num_videos,), -1, dtype=torch.int64)
+        if self.sums:
+            ids = torch.tensor(list(self.sums))
+            sums[ids] = torch.from_numpy(np.stack(list(self.sums.values())))
+            counts[ids] = torch.tensor(list(self.counts.values()), dtype=torch.float64)
+            labels[ids] = torch.tensor([self.labels[i] for i in self.sums])
+        return sums, counts, labels
+
+    def merge_across_ranks(self, device: torch.device) -> dict[str, float]:
+        """All-reduce over the process group (if any) and score: top1, top5, videos, views."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        top_id = torch.tensor([max(self.sums, default=-1), self.views], device=device)
+        if distributed:
+            dist.all_reduce(top_id[:1], op=dist.ReduceOp.MAX)
+            dist.all_reduce(top_id[1:], op=dist.ReduceOp.SUM)
+        sums, counts, labels = (t.to(device) for t in self.dense(int(top_id[0]) + 1))
+        if distributed:
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+            dist.all_reduce(labels, op=dist.ReduceOp.MAX)
+        seen = counts > 0
+        probs = sums[seen] / counts[seen, None]
+        metrics = topk_accuracy(probs, labels[seen])
+        return {**metrics, "videos": float(seen.sum()), "views": float(top_id[1])}
+
+
+# ------------------------------------------------------------------------- selection at eval
+
+
+def view_generator(seed: int, video_id: int, view: int) -> torch.Generator:
+    """The generator of one view: the same tokens whatever batch / rank the view is in."""
+    return torch.Generator().manual_seed(hash((int(seed), int(video_id), int(view))) % 2**63)
+
+
+def select_eval(
+    cfg: Config, scores: torch.Tensor, video_ids: torch.Tensor, views: torch.Tensor, tau: float | None
+) -> Selection:
+    """Deterministic token selection of a batch of views; see the module docstring.
+
+    scores: [B, T', H', W'] (on any device); video_ids, views: [B]. Returns CPU/device
+    tensors as `select_tokens` gives them (callers move them to the model's device).
+    """
+    k = cfg.masking
+    if k.strategy in ("random", "tube"):
+        grid = tuple(scores.shape[1:])
+        rows = [
+            select_tokens(k.strategy, grid=grid, batch=1, ratio=k.ratio, generator=view_generator(cfg.optim.seed, v, w))
+            for v, w in zip(video_ids.tolist(), views.tolist())
+        ]
+        return Selection(torch.cat([r.ids_keep for r in rows]))
+    on_scores = scores if k.strategy in SCORE_STRATEGIES else None
+    return select_tokens(
+        k.strategy, scores=on_scores, grid=tuple(scores.shape[1:]), batch=scores.shape[0], ratio=k.ratio, tau=tau
+    )
+
+
+# ------------------------------------------------------------------------- files and tau
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local path for a file URI (local path or s3://...): s3 objects go to a temp file."""
+    if "://" not in uri or uri.startswith("file://"):
+        yield uri.removeprefix("file://")
+        return
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    tmp = tempfile.mkdtemp(prefix="mgtc-ckpt-")
+    local = os.path.join(tmp, os.path.basename(path))
+    try:
+        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield local
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_dir(uri: str) -> bool:
+    """True when `uri` (local or s3://) is a directory, e.g. a Ray Train checkpoint."""
+    if "://" not in uri or uri.startswith("file://"):
+        return os.path.isdir(uri.removeprefix("file://"))
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def join_uri(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
+
+
+def read_json(uri: str) -> Any:
+    with local_copy(uri) as path, open(path) as f:
+        return json.load(f)
+
+
+def resolve_tau(cfg: Config) -> float | None:
+    """The threshold of `mgtc_threshold`: `masking.tau`, or the calibrated one from
+    `<data.shards>/calibration.json` for this sampling rate when `masking.calibrated`.
+    None for every other strategy."""
+    k = cfg.masking
+    if k.strategy != "mgtc_threshold":
+        return None
+    if not k.calibrated:
+        return float(k.tau)
+    uri = join_uri(cfg.data.shards, CALIBRATION_FILE)
+    table = read_json(uri)
+    rates = table.get("sampling_rates", table)
+    entry = rates.get(str(cfg.data.sampling_rate))
+    if entry is None:
+        raise ValueError(f"{uri} has no tau for data.sampling_rate={cfg.data.sampling_rate}; has: {sorted(rates)}")
+    return float(entry["tau"] if isinstance(entry, Mapping) else entry)
+
+
+# ------------------------------------------------------------------------- model + checkpoint
+
+
+def make_model(cfg: Config) -> nn.Module:
+    """The network of `cfg`: VideoMAE classifier (finetune) or MAE model (pretrain)."""
+    from pipeline.model import build_model, build_pretrain_model
+
+    m, d = cfg.model, cfg.data
+    common = dict(
+        num_frames=d.num_frames, img_size=d.input_size, patch_size=m.patch, tubelet_size=m.tubelet,
+        drop_path_rate=m.drop_path, fused_attn=m.fused_attn,
+    )
+    if cfg.optim.mode == "pretrain":
+        return build_pretrain_model(m.size, **common)
+    return build_model(m.size, d.num_classes, fc_drop_rate=m.fc_drop, **common)
+
+
+def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> str:
+    """Load weights from a checkpoint URI (local or s3://) into `model`; returns what was read.
+
+    A directory is one of our training checkpoints (`state.pt`, loaded strictly with the
+    weights-only unpickler); a file is an official VideoMAE / our own `.pt`, loaded through
+    `load_videomae_checkpoint` (non-strict, prefixes handled, head dropped on a class-count
+    change).
+    """
+    from pipeline.model import load_videomae_checkpoint
+
+    if is_dir(uri):
+        with local_copy(join_uri(uri, STATE_FILE)) as path:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        return join_uri(uri, STATE_FILE)
+    with local_copy(uri) as path:
+        load_videomae_checkpoint(model, path, allow_pickle=allow_pickle)
+    return uri
+
+
+def autocast(cfg: Config, device: torch.device):
+    """bf16 autocast on GPU when `scaling.precision == "bf16"`, else a no-op context."""
+    enabled = cfg.scaling.precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# ------------------------------------------------------------------------- Ray Data eval
+
+
+class ViewClassifier:
+    """Ray Data callable class: a batch of views -> per-view softmax and kept-token counts.
+
+    Input columns: `pixels`, `scores`, `label`, `video_id`, `view` (docs/INTERFACES.md).
+    Output: `video_id`, `label`, `view`, `probs` [B, C] float32, `kept` [B] int64.
+    """
+
+    def __init__(self, cfg_dict: dict, checkpoint: str, tau: float | None) -> None:
+        self.cfg = from_dict(cfg_dict)
+        self.tau = tau
+        self.device = torch.device("cuda" if torch.cuda.is_available() and self.cfg.scaling.use_gpu else "cpu")
+        self.model = make_model(self.cfg)
+        load_weights(self.model, checkpoint, allow_pickle=self.cfg.model.allow_pickle)
+        self.model.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pipeline.clips import to_model_inputs
+
+        x, scores, labels = to_model_inputs(batch, self.device)
+        ids = torch.as_tensor(batch["video_id"])
+        views = torch.as_tensor(batch["view"])
+        sel = select_eval(self.cfg, scores, ids, views, self.tau)
+        keep_mask = None if sel.keep_mask is None else sel.keep_mask.to(self.device)
+        with autocast(self.cfg, self.device):
+            logits = self.model(x, sel.ids_keep.to(self.device), keep_mask)
+        return {
+            "video_id": batch["video_id"],
+            "label": batch["label"],
+            "view": batch["view"],
+            "probs": logits.float().softmax(-1).cpu().numpy(),
+            "kept": sel.lengths.cpu().numpy(),
+        }
+
+
+def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test") -> dict[str, float]:
+    """Multi-view evaluation of `checkpoint` on `split`; returns the metrics.
+
+    dataset: a Ray Dataset of views (default `clip_dataset(cfg, split)`).
+    Metrics: top1, top5 (%), videos, views, kept_ratio, gflops_per_view (encoder multiply-
+    adds, mean over views), gflops_per_video (x clips x crops), clips_per_s (views per wall
+    second, data loading included), eval_time (s).
+    """
+    if cfg.optim.mode != "finetune":
+        raise ValueError("evaluation needs a classifier: optim.mode must be 'finetune'")
+    if dataset is None:
+        from pipeline.clips import clip_dataset
+
+        dataset = clip_dataset(cfg, split)
+    tau = resolve_tau(cfg)
+    s = cfg.scaling
+    preds = dataset.map_batches(
+        ViewClassifier,
+        fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "checkpoint": checkpoint, "tau": tau},
+        batch_size=cfg.optim.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=s.num_workers),
+        num_cpus=s.cpus_per_worker,
+        num_gpus=1 if s.use_gpu else 0,
+        batch_format="numpy",
+    )
+    shape = encoder_shape(
+        cfg.model.size, num_frames=cfg.data.num_frames, img_size=cfg.data.input_size,
+        patch_size=cfg.model.patch, tubelet_size=cfg.model.tubelet,
+    )
+    scores = VideoScores(cfg.data.num_classes)
+    kept, gmacs = 0.0, 0.0
+    start = time.perf_counter()
+    for batch in preds.iter_batches(batch_size=None, batch_format="numpy"):
+        scores.add(batch["video_id"], batch["probs"], batch["label"])
+        kept += float(batch["kept"].sum())
+        gmacs += gmacs_per_view(batch["kept"].tolist(), shape) * len(batch["kept"])
+    elapsed = time.perf_counter() - start
+    metrics = scores.merge_across_ranks(torch.device("cpu"))
+    views = max(scores.views, 1)
+    per_view = gmacs / views
+    views_per_video = (cfg.data.test_clips * cfg.data.test_crops) if split == "test" else (cfg.data.val_clips * cfg.data.val_crops)
+    return {
+        **metrics,
+        "kept_ratio": kept / views / shape.num_tokens,
+        "gflops_per_view": per_view,
+        "gflops_per_video": per_view * views_per_video,
+        "clips_per_s": scores.views / elapsed if elapsed > 0 else math.nan,
+        "eval_time": elapsed,
+    }
+
+
+def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test") -> dict[str, Any]:
+    """`evaluate` tracked as one MLflow run (params, metrics, final_metrics.json).
+
+    Returns the metrics plus mlflow_run_id, tracking_uri and checkpoint.
+    """
+    from pipeline.tracking import finish_run, resolve_tracking_uri, start_run, summary_params
+
+    uri = resolve_tracking_uri(cfg)
+    tau = resolve_tau(cfg)
+    views = (cfg.data.test_clips, cfg.data.test_crops) if split == "test" else (cfg.data.val_clips, cfg.data.val_crops)
+    params = {
+        **summary_params(cfg, world_size=cfg.scaling.num_workers, tau=tau),
+        "checkpoint": checkpoint, "split": split, "views_per_video": f"{views[0]}x{views[1]}",
+    }
+    name = cfg.tracking.run_name or f"eval_{cfg.scaling.name or cfg.data.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = start_run(cfg, uri=uri, run_name=name, kind="eval", params=params)
+    try:
+        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split)
+    except Exception:
+        finish_run(uri, run_id, status="FAILED")
+        raise
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).log_batch(run_id, metrics=_metrics(metrics))
+    finish_run(uri, run_id, final=metrics)
+    return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": run_id, "tracking_uri": uri}
+
+
+def _metrics(values: dict[str, float]) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
+
+
+def format_table(metrics: dict[str, Any], cfg: Config) -> str:
+    """A markdown table of one evaluation."""
+    views = cfg.data.test_clips * cfg.data.test_crops
+    head = ("videos", "views", "top-1 (%)", "top-5 (%)", "kept tokens (%)", "GFLOPs/view",
+            f"GFLOPs/video (x{views})", "clips/s")
+    row = (
+        f"{metrics['videos']:.0f}", f"{metrics['views']:.0f}", f"{metrics['top1']:.2f}", f"{metrics['top5']:.2f}",
+        f"{100 * metrics['kept_ratio']:.1f}", f"{metrics['gflops_per_view']:.3g}",
+        f"{metrics['gflops_per_video']:.3g}", f"{metrics['clips_per_s']:.2f}",
+    )
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(row) + " |"])

@@ -1,0 +1,265 @@
+"""MLflow tracking: one run per train / eval job, created on the driver, written by rank 0.
+
+The driver resolves the tracking URI, creates (or, for a rerun with the same run name,
+reopens) the run, and logs params, tags and the resolved config. It passes `run_id` and the
+URI to the workers in `train_loop_config`; only rank 0 opens a `RunLogger` and writes
+per-epoch metrics and mask images. A worker-group restart (Ray Train `FailureConfig`) or a
+rerun therefore keeps appending to the same run, and `RunLogger.log_epoch` skips an epoch
+that is already in the run, so a replayed epoch is never logged twice.
+
+Embedded default URI: `sqlite:///<run folder>/mlflow.db` (MLflow 3.17 refuses the file
+store), with artifacts in `<run folder>/mlartifacts`; the run folder is the parent of a local
+`scaling.storage_path` (`runs/` by default). `tracking.tracking_uri`, then
+`MLFLOW_TRACKING_URI`, override it (e.g. an `mlflow server`; use one when workers run on
+other nodes: a SQLite file is only reachable from the machine that holds it).
+
+Nothing here logs environment variables: credentials never reach params, tags or artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config, flat_params, to_dict
+
+log = logging.getLogger(__name__)
+
+RUN_NAME_TAG = "mgtc_run_name"  # Ray Train run name: a rerun with the same name reopens the run
+STORAGE_TAG = "mgtc_storage"
+KIND_TAG = "mgtc_kind"  # "train" | "eval"
+EPOCH_KEY = "epoch_time"  # every logged epoch has it: the marker of "epoch already logged"
+GREY = 128
+
+
+def run_folder(cfg: Config) -> Path:
+    """The project's run folder: the parent of a local storage path, else `./runs`."""
+    storage = cfg.scaling.storage_path
+    if "://" in storage:
+        return Path("runs").resolve()
+    return Path(storage).expanduser().resolve().parent
+
+
+def resolve_tracking_uri(cfg: Config) -> str:
+    """`tracking.tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded SQLite store."""
+    if cfg.tracking.tracking_uri:
+        return cfg.tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = run_folder(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """HEAD of the repository holding this code ('unknown' outside a git checkout)."""
+    where = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def ray_submission_id() -> str | None:
+    """The Ray Jobs submission id when this process is a submitted job's entrypoint.
+
+    Ray 2.60 sets no dedicated variable: the job supervisor passes the job's metadata as
+    JSON in `RAY_JOB_CONFIG_JSON_ENV_VAR`, under `metadata.job_submission_id`.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def summary_params(cfg: Config, *, world_size: int, tau: float | None) -> dict[str, Any]:
+    """The comparison params of a run (short names), beside every `section.key` param."""
+    d, o = cfg.data, cfg.optim
+    total_batch = o.batch_size * world_size
+    return {
+        "dataset": d.dataset,
+        "mode": o.mode,
+        "num_frames": d.num_frames,
+        "sampling_rate": d.sampling_rate,
+        "effective_fps": round(d.source_fps / d.sampling_rate, 4),
+        "strategy": cfg.masking.strategy,
+        "mask_ratio": cfg.masking.ratio,
+        "tau": "none" if tau is None else tau,
+        "model": cfg.model.size,
+        "world_size": world_size,
+        "batch_size": o.batch_size,
+        "total_batch": total_batch,
+        "lr": scaled_lr(o.lr, total_batch),
+        "epochs": o.epochs,
+        "seed": o.seed,
+        "git_commit": git_commit(),
+    }
+
+
+def scaled_lr(base_lr: float, total_batch: int) -> float:
+    """VideoMAE's linear scaling rule: base lr x total batch / 256."""
+    return base_lr * total_batch / 256
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str, uri: str, cfg: Config) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///") and not cfg.tracking.tracking_uri:
+        artifacts = (run_folder(cfg) / "mlartifacts").as_uri()  # beside the embedded mlflow.db
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def start_run(
+    cfg: Config,
+    *,
+    uri: str,
+    run_name: str,
+    kind: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Create the MLflow run of a job, or reopen the one of a rerun; returns its run id.
+
+    A train run is found again by (run name, storage path), the key under which Ray Train
+    resumes; eval runs are always new. Params already in a reopened run are kept (MLflow
+    params are immutable); a changed value is reported in the log, not overwritten.
+    """
+    from mlflow.entities import Param, RunStatus
+
+    client = _client(uri)
+    exp_id = _experiment_id(client, cfg.tracking.experiment, uri, cfg)
+    run_tags = {
+        RUN_NAME_TAG: run_name,
+        STORAGE_TAG: cfg.scaling.storage_path,
+        KIND_TAG: kind,
+        "git_commit": git_commit(),
+        "shards": cfg.data.shards,
+        **(tags or {}),
+    }
+    submission = ray_submission_id()
+    if submission:
+        run_tags["ray_submission_id"] = submission
+    if cfg.tracking.parent_run_id:  # a sweep's child: nested under its parent in the UI
+        run_tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    existing = _find_run(client, exp_id, run_name, cfg.scaling.storage_path) if kind == "train" else None
+    if existing is None:
+        run = client.create_run(exp_id, run_name=cfg.tracking.run_name or run_name, tags=run_tags)
+        run_id, old = run.info.run_id, {}
+    else:
+        run_id, old = existing.info.run_id, existing.data.params
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        for key, value in run_tags.items():
+            client.set_tag(run_id, key, value)
+    new = {**{k: _param_value(v) for k, v in flat_params(cfg).items()}, **{k: _param_value(v) for k, v in params.items()}}
+    changed = sorted(k for k, v in new.items() if k in old and old[k] != v)
+    if changed:
+        log.warning("run %s reopened with changed params (kept the first values): %s", run_id, ", ".join(changed))
+    fresh = [Param(k, v) for k, v in new.items() if k not in old]
+    for i in range(0, len(fresh), 100):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=fresh[i : i + 100])
+    client.log_dict(run_id, to_dict(cfg), "config.yaml")
+    return run_id
+
+
+def _find_run(client, exp_id: str, run_name: str, storage: str):
+    quoted = run_name.replace("'", "\\'")
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.{RUN_NAME_TAG} = '{quoted}'", max_results=50
+    )
+    same = [r for r in runs if r.data.tags.get(STORAGE_TAG) == storage]
+    return same[0] if same else None
+
+
+def _param_value(value: Any) -> str:
+    """Params as strings, formatted once (0.9 never becomes 0.90 elsewhere)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(_param_value(v) for v in value)
+    return str(value)
+
+
+def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[str, Any] | None = None) -> None:
+    """Driver side, after the job: final metrics as a JSON artifact, then the run status."""
+    client = _client(uri)
+    if final is not None:
+        client.log_dict(run_id, final, "final_metrics.json")
+    client.set_terminated(run_id, status)
+
+
+class RunLogger:
+    """Rank 0's handle on the job's run: epoch metrics and images, each epoch logged once."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.client = _client(uri)
+        self.run_id = run_id
+        self._logged = {m.step for m in self.client.get_metric_history(run_id, EPOCH_KEY)}
+
+    def has_epoch(self, epoch: int) -> bool:
+        return epoch in self._logged
+
+    def log_epoch(self, metrics: dict[str, float], epoch: int) -> bool:
+        """Log `metrics` at step `epoch`; False (nothing logged) if that epoch is already in."""
+        from mlflow.entities import Metric
+
+        if self.has_epoch(epoch):
+            return False
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k, float(v), now, epoch) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+        ]
+        self.client.log_batch(self.run_id, metrics=batch)
+        self._logged.add(epoch)
+        return True
+
+    def log_image(self, image: np.ndarray, artifact_file: str) -> None:
+        """image: [H, W, 3] uint8."""
+        self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+
+def mask_overlay(
+    pixels: np.ndarray, keep: np.ndarray, *, tubelet: int, patch: int, max_slices: int = 8, min_side: int = 112
+) -> np.ndarray:
+    """Kept tokens over time as one image: dropped tokens greyed out.
+
+    pixels: [T, H, W, 3] uint8 (un-normalised clip); keep: [T', H', W'] bool, True = kept.
+    Shows the first frame of up to `max_slices` tubelets side by side (4 px gaps), each
+    upscaled (nearest) so its short side is at least `min_side`. Returns [h, w, 3] uint8.
+    """
+    t_tok, h_tok, w_tok = keep.shape
+    if pixels.shape[0] != t_tok * tubelet or pixels.shape[1:3] != (h_tok * patch, w_tok * patch):
+        raise ValueError(f"pixels {pixels.shape} do not tile into keep {keep.shape} with tubelet={tubelet}, patch={patch}")
+    slices = np.linspace(0, t_tok - 1, min(max_slices, t_tok)).round().astype(int)
+    scale = max(1, math.ceil(min_side / min(pixels.shape[1:3])))
+    panels = []
+    for t in slices:
+        frame = pixels[t * tubelet].astype(np.float32)
+        kept = np.repeat(np.repeat(keep[t], patch, axis=0), patch, axis=1)[..., None]
+        frame = np.where(kept, frame, 0.25 * frame + 0.75 * GREY)
+        panels.append(np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1))
+    gap = np.full((panels[0].shape[0], 4, 3), 255.0, dtype=np.float32)
+    row = [p for panel in panels for p in (panel, gap)][:-1]
+    return np.concatenate(row, axis=1).round().clip(0, 255).astype(np.uint8)

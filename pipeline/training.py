@@ -1,0 +1,653 @@
+"""Ray Train fine-tuning and MAE pre-training of a VideoMAE ViT with token selection.
+
+Driver: `run_training(cfg)` resolves tau and the MLflow run, builds the clip datasets and a
+`TorchTrainer`; Ray Train runs `train_loop_per_worker` on every worker (DDP; gloo on CPU,
+NCCL + optional bf16 autocast on GPU, from the same code).
+
+Per training batch, in this order (docs/TRAINING.md says why):
+  1. pixels + token scores from the data path (scores taken before any pixel augmentation),
+  2. token selection from those scores (`pipeline.selection`),
+  3. random erasing (timm; one rectangle per clip on every frame, fresh noise per frame),
+  4. mixup / cutmix (timm; a cutmix box is spatial, the same on every frame),
+  5. model(x, ids_keep, keep_mask) -> loss.
+Erasing and mixup come after selection because both fake motion: fresh noise in an erased
+box differs from frame to frame, and a mixed clip carries two clips' motion.
+
+Pre-training (`optim.mode=pretrain`): the strategy first removes redundant tokens
+(`masking.strategy` at `masking.ratio`, e.g. mgtc_ratio), then the MAE mask (tube or random
+at `masking.pretrain_ratio`) is drawn over what remains (`pretrain_visible`): the encoder sees
+the visible tokens, the decoder reconstructs the kept-but-masked ones.
+
+Checkpoint every epoch; every rank reports one and Ray merges the files in one directory
+`<storage_path>/<name>/epoch_NNNN/`:
+  state.pt         rank 0: model, optimizer, scheduler, scaler, epoch, step, metrics, run id
+  rng_rank{r}.pt   rank r: torch / cuda / numpy / python / selection-generator RNG states
+Both hold only tensors and plain containers: `torch.load(weights_only=True)` reads them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from pipeline.config import Config, from_dict, to_dict
+from pipeline.evaluate import (
+    STATE_FILE,
+    VideoScores,
+    autocast,
+    load_weights,
+    make_model,
+    resolve_tau,
+    select_eval,
+)
+from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
+from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
+from pipeline.tracking import (
+    RunLogger,
+    finish_run,
+    mask_overlay,
+    resolve_tracking_uri,
+    scaled_lr,
+    start_run,
+    summary_params,
+)
+
+# Test hook, never set in production: "<epoch>:<marker file>" makes the last rank exit hard
+# after the first step of that epoch, once (the marker file records that it happened).
+CRASH_ENV = "MGTC_TEST_CRASH_ONCE"
+RNG_FILE = "rng_rank{rank}.pt"
+
+
+# ------------------------------------------------------------------------- per-worker setup
+
+
+@dataclass
+class Recipe:
+    """What a worker's steps need besides the model and optimizer, built once per worker."""
+
+    cfg: Config
+    device: torch.device
+    tau: float | None
+    grid: tuple[int, int, int]  # token grid (T', H', W')
+    shape: EncoderShape  # for GFLOPs per view
+    generator: torch.Generator  # selection randomness (random / tube / running_cell, MAE mask)
+    scaler: torch.amp.GradScaler
+    mixup: Mixup | None = None
+    erase: RandomErasing | None = None
+    criterion: nn.Module | None = None
+    loss: Callable = field(default=None, repr=False)  # finetune_loss | pretrain_loss
+
+
+@dataclass
+class Progress:
+    """Where a run stands: epochs completed, optimizer steps taken, last epoch's metrics."""
+
+    epoch: int = 0
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int) -> Recipe:
+    """Selection generator, augmentation and loss of a worker (seeded by seed + rank)."""
+    d, m = cfg.data, cfg.model
+    shape = encoder_shape(
+        m.size, num_frames=d.num_frames, img_size=d.input_size, patch_size=m.patch, tubelet_size=m.tubelet
+    )
+    grid = (d.num_frames // m.tubelet, d.input_size // m.patch, d.input_size // m.patch)
+    recipe = Recipe(
+        cfg=cfg, device=device, tau=tau, grid=grid, shape=shape,
+        generator=torch.Generator().manual_seed(cfg.optim.seed + rank),
+        # bf16 needs no loss scaling; the (disabled) scaler keeps the step fp16-ready.
+        scaler=torch.amp.GradScaler(device.type, enabled=False),
+    )
+    if cfg.optim.mode == "pretrain":
+        recipe.loss = pretrain_loss
+        return recipe
+    recipe.loss = finetune_loss
+    if d.reprob > 0:
+        recipe.erase = RandomErasing(d.reprob, mode="pixel", max_count=1, device=str(device))
+    if d.mixup > 0 or d.cutmix > 0:
+        recipe.mixup = Mixup(
+            mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+            label_smoothing=d.smoothing, num_classes=d.num_classes,
+        )
+        recipe.criterion = SoftTargetCrossEntropy()  # mixup already smoothed the targets
+    elif d.smoothing > 0:
+        recipe.criterion = LabelSmoothingCrossEntropy(d.smoothing)
+    else:
+        recipe.criterion = nn.CrossEntropyLoss()
+    return recipe
+
+
+def make_optimizer(cfg: Config, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
+    """AdamW via timm: lr scaled by total batch / 256, no weight decay on 1-D params and
+    `model.no_weight_decay()`, layer-wise lr decay from `model.group_matcher()` (fine-tuning
+    only, as VideoMAE; pre-training uses none)."""
+    o = cfg.optim
+    layer_decay = o.layer_decay if o.mode == "finetune" and o.layer_decay < 1 else None
+    return create_optimizer_v2(
+        model, "adamw", lr=scaled_lr(o.lr, o.batch_size * world_size), weight_decay=o.weight_decay,
+        layer_decay=layer_decay, betas=tuple(o.betas),
+    )
+
+
+def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, world_size: int) -> CosineLRScheduler:
+    """VideoMAE's per-step schedule: linear warmup from warmup_lr over warmup_epochs, then
+    cosine to min_lr over the remaining epochs (min / warmup lr scaled like lr).
+    Call `step_update(step)` before every optimizer step."""
+    o = cfg.optim
+    scale = o.batch_size * world_size / 256
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, (o.epochs - o.warmup_epochs) * steps_per_epoch),
+        lr_min=o.min_lr * scale,
+        warmup_t=o.warmup_epochs * steps_per_epoch,
+        warmup_lr_init=o.warmup_lr * scale,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+# ------------------------------------------------------------------------- selection + losses
+
+
+def select_train(recipe: Recipe, scores: torch.Tensor) -> Selection:
+    """Kept tokens of a training batch (scores: [B, T', H', W']), on the model's device."""
+    k = recipe.cfg.masking
+    sel = select_tokens(
+        k.strategy, scores=scores if k.strategy in SCORE_STRATEGIES else None, grid=recipe.grid,
+        batch=scores.shape[0], ratio=k.ratio, tau=recipe.tau, generator=recipe.generator,
+    )
+    return to_device(sel, recipe.device)
+
+
+def token_counts(sel: Selection) -> list[int]:
+    """Real kept tokens per clip; no device sync when every row is full."""
+    if sel.keep_mask is None:
+        return [sel.ids_keep.shape[1]] * sel.ids_keep.shape[0]
+    return sel.keep_mask.sum(1).tolist()
+
+
+def to_device(sel: Selection, device: torch.device) -> Selection:
+    mask = None if sel.keep_mask is None else sel.keep_mask.to(device)
+    return Selection(sel.ids_keep.to(device), mask)
+
+
+def pretrain_visible(
+    ids_keep: torch.Tensor, grid: tuple[int, int, int], ratio: float, mode: str, generator: torch.Generator
+) -> torch.Tensor:
+    """The MAE mask drawn over the kept tokens: encoder-visible ids [B, V], sorted.
+
+    ids_keep: [B, K] (same K per row). int(ratio * K) kept tokens are masked per clip, so
+    V = K - int(ratio * K) is the same in every row, as the MAE encoder needs.
+    mode "tube": one noise value per spatial position, shared by all slices (VideoMAE's tube:
+    the visible tokens are whole tubes of the lowest-noise positions, minus the tokens MGTC
+    dropped; the last tube may be cut); "random": one value per token.
+    """
+    b, k = ids_keep.shape
+    t, h, w = grid
+    masked = int(ratio * k)
+    if not 0 < masked < k:
+        raise ValueError(f"masking.pretrain_ratio={ratio} masks {masked} of {k} kept tokens; need 1..{k - 1}")
+    if mode == "tube":
+        noise = torch.rand(b, h * w, generator=generator).repeat(1, t)  # [B, N]
+    else:
+        noise = torch.rand(b, t * h * w, generator=generator)
+    ids = ids_keep.cpu()
+    order = torch.sort(noise.gather(1, ids), dim=1, stable=True).indices[:, : k - masked]
+    return ids.gather(1, order).sort(dim=1).values.to(ids_keep.device)
+
+
+def finetune_loss(
+    model: nn.Module, recipe: Recipe, x: torch.Tensor, sel: Selection, labels: torch.Tensor
+) -> tuple[torch.Tensor, list[int]]:
+    """Erasing + mixup (after selection), forward, loss. x: [B, 3, T, H, W] normalised.
+
+    Returns (loss, tokens the encoder ran per clip [B])."""
+    b, c, t, h, w = x.shape
+    # [B, 3*T, H, W]: timm treats channels x frames as one axis, so an erasing box and a
+    # cutmix box are spatial and the same on every frame.
+    frames = x.view(b, c * t, h, w)
+    target = labels
+    if recipe.erase is not None:
+        recipe.erase(frames)
+    if recipe.mixup is not None:
+        frames, target = recipe.mixup(frames, labels)
+    with autocast(recipe.cfg, recipe.device):
+        logits = model(frames.view(b, c, t, h, w), sel.ids_keep, sel.keep_mask)
+    return recipe.criterion(logits.float(), target), token_counts(sel)
+
+
+def pretrain_loss(
+    model: nn.Module, recipe: Recipe, x: torch.Tensor, sel: Selection, labels: torch.Tensor
+) -> tuple[torch.Tensor, list[int]]:
+    """MAE loss on the kept-but-masked tokens; returns (loss, visible tokens per clip [B])."""
+    k = recipe.cfg.masking
+    visible = pretrain_visible(sel.ids_keep, recipe.grid, k.pretrain_ratio, k.pretrain_mask, recipe.generator)
+    with autocast(recipe.cfg, recipe.device):
+        loss, _, _ = model(x, visible, sel.ids_keep)
+    return loss.float(), [visible.shape[1]] * x.shape[0]
+
+
+# ------------------------------------------------------------------------- epochs
+
+
+class EpochCounters:
+    """Sums over an epoch's batches, reduced over ranks at the end.
+
+    The loss stays on the device (no host sync per step); token counts are host-side ints.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.shape = recipe.shape
+        self.device = recipe.device
+        self.loss = torch.zeros((), dtype=torch.float64, device=recipe.device)
+        self.host = np.zeros(3)  # clips, kept tokens, encoder GMACs
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, kept: list[int], encoded: list[int]) -> None:
+        """loss: mean over the batch (0-d); kept / encoded: tokens per clip, selected / run."""
+        self.loss += loss.detach().double() * len(kept)
+        self.host += (len(kept), sum(kept), gmacs_per_view(encoded, self.shape) * len(kept) if kept else 0.0)
+
+    def reduce(self) -> dict[str, float]:
+        """Totals over all ranks: loss (mean per clip), kept_ratio, gflops_per_view,
+        clips, seconds (this rank's wall time) and clips_per_s (all clips / seconds)."""
+        seconds = time.perf_counter() - self.start
+        totals = torch.cat([self.loss.view(1), torch.from_numpy(self.host).to(self.device)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        loss, clips, kept, gmacs = totals.tolist()
+        n = max(clips, 1.0)
+        return {
+            "loss": loss / n,
+            "kept_ratio": kept / n / self.shape.num_tokens,
+            "gflops_per_view": gmacs / n,
+            "clips": clips,
+            "seconds": seconds,
+            "clips_per_s": clips / seconds if seconds > 0 else math.nan,
+        }
+
+
+def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Progress) -> tuple[dict, tuple | None]:
+    """One pass over this rank's shard. Returns (metrics over all ranks, mask sample).
+
+    Metrics: loss, kept_ratio (kept / all tokens), gflops_per_view (encoder multiply-adds of
+    the tokens it ran, mean per clip), clips_per_s (all ranks' clips per wall second of this
+    epoch, data loading included), epoch_time (s). Sample: (pixels [T, S, S, 3] uint8,
+    keep [T', H', W'] bool) of the epoch's first clip, for the mask image.
+    """
+    from pipeline.clips import to_model_inputs
+
+    cfg = recipe.cfg
+    model.train()
+    counters = EpochCounters(recipe)
+    sample = None
+    ctx = ray.train.get_context()
+    for i, batch in enumerate(shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2)):
+        scheduler.step_update(progress.step)
+        x, scores, labels = to_model_inputs(batch, recipe.device)
+        sel = select_train(recipe, scores)
+        loss, encoded = recipe.loss(model, recipe, x, sel, labels)
+        optimizer.zero_grad(set_to_none=True)
+        recipe.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad > 0:
+            recipe.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+        recipe.scaler.step(optimizer)
+        recipe.scaler.update()
+        progress.step += 1
+        counters.add(loss, token_counts(sel), encoded)
+        if sample is None:
+            sample = mask_sample(batch["pixels"], sel, recipe)
+        crash_once_for_tests(progress.epoch + 1, ctx.get_world_rank(), ctx.get_world_size())
+    totals = counters.reduce()
+    return {
+        "loss": totals["loss"],
+        "kept_ratio": totals["kept_ratio"],
+        "gflops_per_view": totals["gflops_per_view"],
+        "clips_per_s": totals["clips_per_s"],
+        "epoch_time": totals["seconds"],
+        "train_clips": totals["clips"],
+    }, sample
+
+
+@torch.no_grad()
+def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
+    """Validation on this rank's split of the views (unwrapped model: no DDP sync needed).
+
+    Fine-tuning: val_loss (cross-entropy per view), top1 / top5 over videos (softmax per view,
+    mean per video, merged over ranks), val_videos, val_kept_ratio, val_gflops_per_view,
+    val_clips_per_s. Pre-training: val_loss (MAE loss, seeded mask) and the same counters.
+    """
+    from pipeline.clips import to_model_inputs
+
+    if shard is None:
+        return {}
+    cfg = recipe.cfg
+    pretrain = cfg.optim.mode == "pretrain"
+    model.eval()
+    videos = VideoScores(cfg.data.num_classes)
+    generator = torch.Generator().manual_seed(cfg.optim.seed)  # the same MAE masks every epoch
+    counters = EpochCounters(recipe)
+    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, prefetch_batches=2):
+        x, scores, labels = to_model_inputs(batch, recipe.device)
+        sel = to_device(select_eval(cfg, scores, batch["video_id"], batch["view"], recipe.tau), recipe.device)
+        if pretrain:
+            k = cfg.masking
+            visible = pretrain_visible(sel.ids_keep, recipe.grid, k.pretrain_ratio, k.pretrain_mask, generator)
+            with autocast(cfg, recipe.device):
+                loss = model(x, visible, sel.ids_keep)[0].float()
+            encoded = [visible.shape[1]] * x.shape[0]
+        else:
+            with autocast(cfg, recipe.device):
+                logits = model(x, sel.ids_keep, sel.keep_mask).float()
+            loss = F.cross_entropy(logits, labels)
+            videos.add(batch["video_id"].cpu().numpy(), logits.softmax(-1).cpu().numpy(), labels.cpu().numpy())
+            encoded = token_counts(sel)
+        counters.add(loss, token_counts(sel), encoded)
+    totals = counters.reduce()
+    metrics = {
+        "val_loss": totals["loss"],
+        "val_kept_ratio": totals["kept_ratio"],
+        "val_gflops_per_view": totals["gflops_per_view"],
+        "val_clips_per_s": totals["clips_per_s"],
+    }
+    if not pretrain:
+        merged = videos.merge_across_ranks(recipe.device)
+        metrics.update(top1=merged["top1"], top5=merged["top5"], val_videos=merged["videos"])
+    return metrics
+
+
+def mask_sample(pixels: torch.Tensor, sel: Selection, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels [T, S, S, 3] uint8, keep [T', H', W'] bool) of the batch's first clip."""
+    first = Selection(sel.ids_keep[:1], None if sel.keep_mask is None else sel.keep_mask[:1])
+    keep = ids_to_mask(first, recipe.shape.num_tokens)[0].reshape(recipe.grid)
+    return pixels[0].cpu().numpy(), keep.cpu().numpy()
+
+
+def crash_once_for_tests(epoch: int, rank: int, world_size: int) -> None:
+    """The fault-tolerance test's hook (see CRASH_ENV); a no-op unless that variable is set."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec or rank != world_size - 1:
+        return
+    want, marker = spec.split(":", 1)
+    if int(want) != epoch or os.path.exists(marker):
+        return
+    Path(marker).touch()
+    os._exit(1)  # a hard worker death, as an OOM kill or a lost node would be
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG a step draws from, as tensors and plain values (weights_only loadable)."""
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "selection": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
+    generator.set_state(state["selection"])
+
+
+def report_epoch(progress: Progress, model: nn.Module, optimizer, scheduler, recipe: Recipe, rank: int, run_id: str) -> None:
+    """Checkpoint this epoch (rank 0: state.pt; every rank: its RNG) and report the metrics.
+
+    `ray.train.report` is a barrier: every rank calls it once per epoch.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            torch.save({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": recipe.scaler.state_dict(),
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "metrics": progress.metrics,
+                "mlflow_run_id": run_id,
+                "config": to_dict(recipe.cfg),
+            }, Path(tmp) / STATE_FILE)
+        torch.save(rng_state(recipe.generator), Path(tmp) / RNG_FILE.format(rank=rank))
+        ray.train.report(
+            {**progress.metrics, "epoch": progress.epoch},
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"epoch_{progress.epoch:04d}",
+        )
+
+
+def restore(checkpoint, model: nn.Module, optimizer, scheduler, recipe: Recipe, rank: int) -> Progress:
+    """Load the latest checkpoint (after a worker-group restart or a rerun with the same
+    name); Progress() when there is none. RNG states are restored per rank when this rank
+    saved one (same world size), else the worker keeps its fresh seed + rank streams."""
+    if checkpoint is None:
+        return Progress()
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        rng_file = Path(directory) / RNG_FILE.format(rank=rank)
+        rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    recipe.scaler.load_state_dict(state["scaler"])
+    if rng is not None:
+        set_rng_state(rng, recipe.generator)
+    return Progress(epoch=state["epoch"], step=state["step"], metrics=dict(state["metrics"]))
+
+
+# ------------------------------------------------------------------------- the worker loop
+
+
+class EpochTracker:
+    """Rank 0's MLflow side of the loop: epoch metrics (each epoch once) and mask images."""
+
+    def __init__(self, mlflow: dict[str, str], cfg: Config, resumed: Progress) -> None:
+        self.logger = RunLogger(mlflow["uri"], mlflow["run_id"])
+        self.cfg = cfg
+        if resumed.epoch:  # a crash between the checkpoint and the MLflow write lost no epoch
+            self.logger.log_epoch(resumed.metrics, resumed.epoch)
+
+    def epoch_done(self, progress: Progress, sample: tuple | None) -> None:
+        self.logger.log_epoch(progress.metrics, progress.epoch)
+        if sample is not None and self.cfg.tracking.log_mask_images:
+            image = mask_overlay(sample[0], sample[1], tubelet=self.cfg.model.tubelet, patch=self.cfg.model.patch)
+            self.logger.log_image(image, f"masks/epoch_{progress.epoch:03d}.png")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point. config: {"cfg": to_dict(Config), "tau", "steps_per_epoch",
+    "has_val", "mlflow": {"uri", "run_id"}} (see `run_training`)."""
+    cfg = from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(cfg.optim.seed)  # the same initial weights on every rank
+    model = make_model(cfg)
+    seed_everything(cfg.optim.seed + rank)  # then each rank its own augmentation streams
+    recipe = make_recipe(cfg, config["tau"], ray.train.torch.get_device(), rank)
+    optimizer = make_optimizer(cfg, model, world)
+    scheduler = make_scheduler(cfg, optimizer, config["steps_per_epoch"], world)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and cfg.model.checkpoint:
+        load_weights(model, cfg.model.checkpoint, allow_pickle=cfg.model.allow_pickle)
+    progress = restore(checkpoint, model, optimizer, scheduler, recipe, rank)
+    ddp = ray.train.torch.prepare_model(model)
+    tracker = EpochTracker(config["mlflow"], cfg, progress) if rank == 0 else None
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
+    for epoch in range(progress.epoch + 1, cfg.optim.epochs + 1):
+        train_metrics, sample = train_epoch(ddp, train_shard, optimizer, scheduler, recipe, progress)
+        progress = Progress(epoch, progress.step, {**train_metrics, **eval_epoch(model, val_shard, recipe)})
+        report_epoch(progress, model, optimizer, scheduler, recipe, rank, config["mlflow"]["run_id"])
+        if tracker is not None:
+            tracker.epoch_done(progress, sample)
+
+
+# ------------------------------------------------------------------------- the driver
+
+
+class TrainValDataConfig(ray.train.DataConfig):
+    """`train` is split equally (DDP needs the same number of batches on every rank; up to
+    world_size - 1 clips per epoch are dropped); `val` is split unequally so that no view is
+    dropped (ranks all-reduce their per-video sums, so any split gives the same top-1)."""
+
+    def __init__(self) -> None:
+        super().__init__(datasets_to_split=["train"])
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        rest = {name: ds for name, ds in datasets.items() if name != "val"}
+        out = super().configure(rest, world_size, worker_handles, worker_node_ids, **kwargs)
+        if "val" in datasets:
+            val = datasets["val"].copy(datasets["val"])
+            val.context.execution_options = self._resolve_execution_options("val")
+            for i, split in enumerate(val.streaming_split(world_size, equal=False, locality_hints=worker_node_ids)):
+                out[i]["val"] = split
+        return out
+
+
+def run_name(cfg: Config) -> str:
+    """`scaling.name`, else `<dataset>_<size>_<T>x<rate>_<strategy><ratio>_<UTC time>`."""
+    if cfg.scaling.name:
+        return cfg.scaling.name
+    k, d = cfg.masking, cfg.data
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{d.dataset}_{cfg.model.size}_{d.num_frames}x{d.sampling_rate}_{k.strategy}{k.ratio:g}_{stamp}"
+
+
+def storage_path(cfg: Config) -> str:
+    """Ray Train storage: s3://... as given, local folders made absolute."""
+    path = cfg.scaling.storage_path
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def build_datasets(cfg: Config) -> dict[str, Any]:
+    """The clip streams of the data path: train (+ val when the data has a val split)."""
+    from pipeline.clips import clip_dataset
+
+    datasets = {"train": clip_dataset(cfg, "train", seed=cfg.optim.seed)}
+    if cfg.data.val_manifest or cfg.data.shards:
+        datasets["val"] = clip_dataset(cfg, "val")
+    return datasets
+
+
+def steps_per_epoch(num_clips: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps per epoch with the equal split and drop_last (at least 1)."""
+    return max(1, num_clips // world_size // batch_size)
+
+
+def run_training(
+    cfg: Config,
+    *,
+    datasets: dict[str, Any] | None = None,
+    num_train_clips: int | None = None,
+    worker_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Fit `cfg` with a TorchTrainer; returns a flat summary: the last epoch's metrics
+    (loss, top1, top5, kept_ratio, gflops_per_view, clips_per_s, ...), wall_time_s, run_name,
+    checkpoint (URI of the last checkpoint), mlflow_run_id, tracking_uri, tau.
+
+    datasets: {"train": ds[, "val": ds]} of clip rows (default: `build_datasets(cfg)`).
+    num_train_clips: rows of `train` per epoch, for the per-step lr schedule (default: counted).
+    worker_env: extra environment for the train workers, e.g. S3 settings when the Ray
+      cluster was started without them (never logged).
+    A rerun with the same `scaling.name` and storage resumes from the latest checkpoint and
+    continues the same MLflow run; a worker that dies is restarted (`scaling.max_failures`).
+    """
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = cfg.scaling
+    name = run_name(cfg)
+    uri = resolve_tracking_uri(cfg)
+    tau = resolve_tau(cfg)
+    datasets = datasets if datasets is not None else build_datasets(cfg)
+    clips = num_train_clips if num_train_clips is not None else datasets["train"].count()
+    steps = steps_per_epoch(clips, cfg.optim.batch_size, s.num_workers)
+    params = {**summary_params(cfg, world_size=s.num_workers, tau=tau), "steps_per_epoch": steps}
+    run_id = start_run(cfg, uri=uri, run_name=name, kind="train", params=params)
+    env = dict(worker_env or {})
+    if os.environ.get(CRASH_ENV):
+        env[CRASH_ENV] = os.environ[CRASH_ENV]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
+                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id}},
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path(cfg),
+            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+        datasets=datasets,
+        dataset_config=TrainValDataConfig(),
+    )
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception:
+        finish_run(uri, run_id, status="FAILED")
+        raise
+    summary = {
+        **(result.metrics or {}),  # the last epoch's metrics (top1, kept_ratio, ...)
+        "wall_time_s": time.perf_counter() - start,
+        "run_name": name,
+        "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint else None,
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "tau": tau,
+    }
+    finish_run(uri, run_id, final=summary)
+    return summary
+
+
+def checkpoint_uri(checkpoint) -> str:
+    """A checkpoint's location as a URI `mgtc eval --checkpoint` takes (s3:// restored)."""
+    if checkpoint.filesystem is not None and checkpoint.filesystem.type_name == "s3":
+        return f"s3://{checkpoint.path}"
+    return checkpoint.path

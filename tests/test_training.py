@@ -1,0 +1,291 @@
+"""Training: recipe pieces in-process, then real TorchTrainer runs (2 gloo workers, CPU) on tiny
+synthetic clips with a tiny ViT: checkpoints every epoch, MLflow run, resume by rerun, a worker
+killed mid-run, variable-length batches, MAE pre-training, s3:// storage.
+
+Clips are 8 frames of 32x32 (tubelet 2, patch 16: a 4 x 2 x 2 grid of 16 tokens) rendered by
+`pipeline.synth`; the class is the object's motion.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config, replace
+from pipeline.evaluate import make_model
+from pipeline.motion import token_scores
+from pipeline.selection import Selection, select_tokens
+from pipeline.synth import render_video
+from pipeline.training import (
+    CRASH_ENV,
+    RNG_FILE,
+    STATE_FILE,
+    finetune_loss,
+    make_optimizer,
+    make_recipe,
+    make_scheduler,
+    pretrain_loss,
+    pretrain_visible,
+    rng_state,
+    run_training,
+    select_train,
+    set_rng_state,
+)
+
+FRAMES, SIZE, PATCH, TUBELET, CLASSES = 8, 32, 16, 2, 4
+GRID = (FRAMES // TUBELET, SIZE // PATCH, SIZE // PATCH)
+N = GRID[0] * GRID[1] * GRID[2]
+
+BASE = """
+data: {{dataset: synthetic, shards: {tmp}/shards, num_classes: 4, num_frames: 8, sampling_rate: 1,
+        input_size: 32, short_side: 32, val_clips: 2, val_crops: 1, reprob: 0.25, mixup: 0.8,
+        cutmix: 1.0, smoothing: 0.1}}
+model: {{size: tiny, drop_path: 0.1}}
+masking: {{strategy: mgtc_ratio, ratio: 0.5}}
+optim: {{epochs: 2, batch_size: 4, lr: 1.0e-3, warmup_epochs: 1}}
+scaling: {{num_workers: 2, cpus_per_worker: 0.5, storage_path: {tmp}/ray, name: run, max_failures: 0}}
+tracking: {{tracking_uri: "{uri}", experiment: test-training}}
+"""
+
+
+def tiny_config(tmp_path: Path, uri: str = "", *overrides: str):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(BASE.format(tmp=tmp_path, uri=uri))
+    return load_config(path, list(overrides))
+
+
+def clip_rows(num_videos: int, *, views: int = 1, seed: int = 0) -> list[dict]:
+    """Rows of the data path's contract: pixels [T, S, S, 3] uint8, scores [T', S/p, S/p],
+    label, video_id, view (views: consecutive 8-frame windows of one rendered video)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vid in range(num_videos):
+        label = vid % CLASSES
+        video = render_video(label, rng, size=SIZE, frames=FRAMES * views)
+        for view in range(views):
+            pixels = video[view * FRAMES : (view + 1) * FRAMES]
+            rows.append({"pixels": pixels, "scores": token_scores(pixels, TUBELET, PATCH),
+                         "label": label, "video_id": vid, "view": view})
+    return rows
+
+
+def torch_batch(rows: list[dict]):
+    """(x [B, 3, T, S, S] normalised, scores [B, T', H', W'], labels [B]) as the trainer sees them."""
+    from pipeline.clips import to_model_inputs
+
+    batch = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in ("pixels", "scores", "label")}
+    return to_model_inputs(batch, torch.device("cpu"))
+
+
+def datasets(train_videos: int = 16, val_videos: int = 4):
+    import ray.data
+
+    return {"train": ray.data.from_items(clip_rows(train_videos)),
+            "val": ray.data.from_items(clip_rows(val_videos, views=2, seed=1))}
+
+
+# ------------------------------------------------------------------------------ in-process
+
+
+def test_pretrain_visible_is_a_fixed_size_subset_of_the_kept_tokens():
+    scores = torch.rand(6, *GRID)
+    scores[:, 0] = math.inf
+    kept = select_tokens("mgtc_ratio", scores=scores, ratio=0.25).ids_keep  # [6, 12]
+    for mode in ("tube", "random"):
+        visible = pretrain_visible(kept, GRID, 0.5, mode, torch.Generator().manual_seed(0))
+        assert visible.shape == (6, 12 - int(0.5 * 12))
+        for v, k in zip(visible, kept):
+            assert set(v.tolist()) <= set(k.tolist())
+            assert torch.equal(v, v.sort().values) and len(set(v.tolist())) == len(v)
+    # Tube: with every token kept, the visible set is whole tubes (all slices of a position).
+    full = torch.arange(N).expand(3, N)
+    visible = pretrain_visible(full, GRID, 0.5, "tube", torch.Generator().manual_seed(1))
+    for row in visible:
+        positions = row % (GRID[1] * GRID[2])
+        assert all((positions == p).sum() == GRID[0] for p in positions.unique())
+    with pytest.raises(ValueError, match="pretrain_ratio"):
+        pretrain_visible(kept[:, :1], GRID, 0.5, "tube", torch.Generator())
+
+
+def test_optimizer_layer_decay_no_weight_decay_and_per_step_schedule(tmp_path):
+    cfg = tiny_config(tmp_path, "", "optim.layer_decay=0.5", "optim.lr=2.56e-3", "optim.warmup_lr=0",
+                      "optim.min_lr=0", "optim.epochs=3", "optim.warmup_epochs=1")
+    model = make_model(cfg)
+    opt = make_optimizer(cfg, model, world_size=2)  # total batch 8: lr = 2.56e-3 * 8 / 256 = 8e-5
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    depth = len(model.blocks)
+    assert group_of[id(named["head.weight"])]["lr_scale"] == 1.0
+    assert group_of[id(named["blocks.0.mlp.fc1.weight"])]["lr_scale"] == pytest.approx(0.5 ** depth)
+    assert group_of[id(named["patch_embed.proj.weight"])]["lr_scale"] == pytest.approx(0.5 ** (depth + 1))
+    for name in ("blocks.0.attn.q_bias", "blocks.0.norm1.weight", "fc_norm.bias", "head.bias"):
+        assert group_of[id(named[name])]["weight_decay"] == 0.0, name
+    assert group_of[id(named["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
+    sched = make_scheduler(cfg, opt, steps_per_epoch=10, world_size=2)
+    head = group_of[id(named["head.weight"])]
+    lrs = []
+    for step in range(30):
+        sched.step_update(step)
+        lrs.append(head["lr"])
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(8e-5 * 5 / 10)  # linear warmup over 10 steps
+    assert lrs[10] == pytest.approx(8e-5)  # peak, then cosine down over the other 20 steps
+    assert lrs[20] == pytest.approx(4e-5) and lrs[29] < 1e-6
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_selection_comes_from_the_clip_scores_before_erasing_and_mixup(tmp_path):
+    cfg = tiny_config(tmp_path, "", "data.reprob=0.99")
+    recipe = make_recipe(cfg, None, torch.device("cpu"), rank=0)
+    x, scores, labels = torch_batch(clip_rows(4))
+    sel = select_train(recipe, scores)
+    assert torch.equal(sel.ids_keep, select_tokens("mgtc_ratio", scores=scores, ratio=0.5).ids_keep)
+    before = x.clone()
+    model = make_model(cfg)
+    loss, encoded = finetune_loss(model, recipe, x, sel, labels)
+    assert torch.isfinite(loss) and encoded == [N // 2] * 4
+    # Erasing and mixup changed the pixels in place, after selection; the box is the same on
+    # every frame of a clip (timm sees channels x frames as one axis).
+    changed = (x != before).reshape(4, 3, FRAMES, SIZE, SIZE)
+    assert changed.any()
+    assert torch.equal(changed.any(dim=(1, 2)), changed.any(dim=1).all(dim=1)) or changed.all()
+
+
+def test_mgtc_threshold_batches_have_variable_lengths(tmp_path):
+    rows = clip_rows(4)
+    finite = np.concatenate([r["scores"][1:].ravel() for r in rows])
+    tau = float(np.median(finite))
+    cfg = tiny_config(tmp_path, "", "masking.strategy=mgtc_threshold", f"masking.tau={tau}")
+    recipe = make_recipe(cfg, tau, torch.device("cpu"), rank=0)
+    x, scores, labels = torch_batch(rows)
+    sel = select_train(recipe, scores)
+    assert sel.keep_mask is not None and len(set(sel.lengths.tolist())) > 1
+    loss, encoded = finetune_loss(make_model(cfg), recipe, x, sel, labels)
+    assert torch.isfinite(loss) and encoded == sel.lengths.tolist()
+
+
+def test_pretrain_loss_decreases_on_a_tiny_set(tmp_path):
+    cfg = tiny_config(tmp_path, "", "optim.mode=pretrain", "masking.ratio=0.25", "masking.pretrain_ratio=0.5",
+                      "model.drop_path=0")
+    torch.manual_seed(0)
+    model = make_model(cfg)
+    recipe = make_recipe(cfg, None, torch.device("cpu"), rank=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, scores, labels = torch_batch(clip_rows(4))
+    sel = select_train(recipe, scores)  # MGTC keeps 12 of 16; the MAE mask hides 6 of those
+    losses = []
+    for _ in range(25):
+        loss, encoded = pretrain_loss(model, recipe, x, sel, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert encoded == [6] * 4
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+
+
+def test_rng_state_round_trips_through_weights_only_load(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(1)
+    np.random.seed(2)
+    import random
+
+    random.seed(4)
+    torch.save(rng_state(gen), tmp_path / "rng.pt")
+    expect = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), gen)
+    again = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen))
+    assert torch.equal(expect[0], again[0]) and np.array_equal(expect[1], again[1])
+    assert expect[2] == again[2] and torch.equal(expect[3], again[3])
+
+
+# ------------------------------------------------------------------------------ Ray Train
+
+
+def mlflow_client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def epoch_steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def load_state(checkpoint: str) -> dict:
+    return torch.load(Path(checkpoint) / STATE_FILE, weights_only=True)
+
+
+@pytest.mark.integration
+def test_two_workers_checkpoint_every_epoch_track_and_resume(ray_local, mlflow_server, tmp_path):
+    cfg = tiny_config(tmp_path, mlflow_server)
+    summary = run_training(cfg, datasets=datasets())
+    assert summary["epoch"] == 2 and 0 <= summary["top1"] <= 100 and summary["kept_ratio"] == 0.5
+    ckpt = Path(summary["checkpoint"])
+    assert ckpt.name == "epoch_0002"
+    assert {p.name for p in ckpt.iterdir()} >= {STATE_FILE, RNG_FILE.format(rank=0), RNG_FILE.format(rank=1)}
+    assert load_state(ckpt)["epoch"] == 2
+    assert (ckpt.parent / "epoch_0001" / STATE_FILE).exists()  # one checkpoint per epoch
+
+    client = mlflow_client(mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["dataset"] == "synthetic" and p["num_frames"] == "8" and p["sampling_rate"] == "1"
+    assert p["effective_fps"] == "30.0" and p["strategy"] == "mgtc_ratio" and p["mask_ratio"] == "0.5"
+    assert p["model"] == "tiny" and p["world_size"] == "2" and p["total_batch"] == "8"
+    assert p["epochs"] == "2" and p["seed"] == "0" and len(p["git_commit"]) >= 7
+    assert float(p["lr"]) == pytest.approx(1e-3 * 8 / 256) and p["masking.ratio"] == "0.5"
+    for key in ("loss", "val_loss", "top1", "top5", "kept_ratio", "gflops_per_view", "clips_per_s", "epoch_time"):
+        assert epoch_steps(client, run.info.run_id, key) == [1, 2], key
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "final_metrics.json", "masks"} <= arts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "masks")] == ["masks/epoch_001.png", "masks/epoch_002.png"]
+
+    # A rerun with the same name resumes: nothing left to do, no extra epoch, the same run.
+    again = run_training(cfg, datasets=datasets())
+    assert again["mlflow_run_id"] == run.info.run_id
+    assert epoch_steps(client, run.info.run_id, "loss") == [1, 2]
+    assert load_state(again["checkpoint"])["epoch"] == 2
+    # ... and with more epochs it continues where it stopped.
+    more = run_training(replace(cfg, ["optim.epochs=3"]), datasets=datasets())
+    assert more["epoch"] == 3 and epoch_steps(client, run.info.run_id, "loss") == [1, 2, 3]
+
+
+@pytest.mark.integration
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_finishes(ray_local, mlflow_server, tmp_path, monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ENV, f"2:{marker}")
+    cfg = tiny_config(tmp_path, mlflow_server, "scaling.max_failures=1", "optim.epochs=3", "scaling.name=fault")
+    summary = run_training(cfg, datasets=datasets())
+    assert marker.exists()  # rank 1 really died in epoch 2
+    assert summary["epoch"] == 3 and load_state(summary["checkpoint"])["epoch"] == 3
+    client = mlflow_client(mlflow_server)
+    assert epoch_steps(client, summary["mlflow_run_id"], "loss") == [1, 2, 3]  # one run, each epoch once
+    assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.integration
+def test_variable_length_pretrain_and_s3_storage(ray_local, mlflow_server, s3_bucket, tmp_path):
+    import boto3
+
+    rows = clip_rows(8)
+    tau = float(np.median(np.concatenate([r["scores"][1:].ravel() for r in rows])))
+    base = tiny_config(tmp_path, mlflow_server, "scaling.num_workers=1", "scaling.cpus_per_worker=1",
+                       "optim.epochs=1", "optim.warmup_epochs=0")
+    varlen = run_training(replace(base, ["masking.strategy=mgtc_threshold", f"masking.tau={tau}", "scaling.name=varlen"]),
+                          datasets=datasets(8, 2))
+    assert 0.3 < varlen["kept_ratio"] < 0.9 and varlen["tau"] == tau
+
+    pre = replace(base, ["optim.mode=pretrain", "masking.pretrain_ratio=0.5", "scaling.name=pretrain",
+                         f"scaling.storage_path=s3://{s3_bucket}/ray"])
+    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    summary = run_training(pre, datasets=datasets(8, 2), worker_env=env)
+    assert summary["checkpoint"].startswith(f"s3://{s3_bucket}/ray/pretrain/epoch_0001")
+    assert math.isfinite(summary["loss"]) and math.isfinite(summary["val_loss"]) and "top1" not in summary
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert f"ray/pretrain/epoch_0001/{STATE_FILE}" in keys
