@@ -52,13 +52,15 @@ SCORE_MODES = ("boundary", "consecutive")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 # Fields that change what the shards contain: a rerun into the same output must match them.
 SHARD_FIELDS = ("sampling_rates", "short_side", "cell", "tubelet", "num_frames", "pad_short", "part_size")
+# Test hooks (see _fault_hooks and PartWorker.process_part); inert unless set.
+FAULT_ENV = ("MGTC_FAULT_CRASH", "MGTC_FAULT_HANG", "MGTC_FAULT_DELAY_S", "MGTC_FAULT_WORKER_EXIT")
 # Environment handed to workers: the AWS chain the driver sees (Ray workers started before
 # these were set would not see them) and the fault-injection hooks used by the tests.
 FORWARDED_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
     "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
     "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
-    "MGTC_FAULT_CRASH", "MGTC_FAULT_HANG", "MGTC_FAULT_DELAY_S",
+    *FAULT_ENV,
 )
 
 
@@ -440,7 +442,8 @@ def _die_with_parent() -> None:
 
 def _fault_hooks(path: str) -> None:
     """Test hooks (env): MGTC_FAULT_CRASH / MGTC_FAULT_HANG = substring of a path that makes
-    the decoder segfault / hang; MGTC_FAULT_DELAY_S = seconds to sleep before each video."""
+    the decoder segfault / hang; MGTC_FAULT_DELAY_S = seconds to sleep before each video.
+    (MGTC_FAULT_WORKER_EXIT makes the actor itself exit, in PartWorker.process_part.)"""
     crash, hang = os.environ.get("MGTC_FAULT_CRASH"), os.environ.get("MGTC_FAULT_HANG")
     if crash and crash in path:
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -652,6 +655,8 @@ class PartWorker:
 
     def __init__(self, config: dict, out: str, env: ForwardedEnv | None = None):
         if env is not None:
+            for key in FAULT_ENV:  # the driver's hooks only, never a stale one
+                os.environ.pop(key, None)
             os.environ.update(env.values)
         self.config = dict(config)
         self.cfg = PrecomputeConfig(**self.config)
@@ -670,6 +675,9 @@ class PartWorker:
     def process_part(self, part: int, rows: list[dict]) -> dict[str, Any]:
         """Score every row of one part and commit it; returns the part's summary (marker)."""
         t0 = time.perf_counter()
+        exit_on = os.environ.get("MGTC_FAULT_WORKER_EXIT")
+        if exit_on and any(exit_on in r["path"] for r in rows):
+            os._exit(3)  # test hook: the actor process dies (not the decoder child)
         ok_records: list[dict] = []
         errors: list[dict] = []
         stats = Counter()
