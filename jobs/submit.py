@@ -6,7 +6,7 @@ Options below are mgtc's; every other argument goes to the job unchanged (put jo
 that clash with them after `--`). With `--follow` the logs stream here and the exit code
 mirrors the job: 0 SUCCEEDED, the driver's code when FAILED, 130 when STOPPED.
 
-    mgtc submit train --config jobs/configs/finetune.yaml --set train.epochs=1 \\
+    mgtc submit train --config cluster/configs/k400_finetune.yaml --set optim.epochs=1 \\
         --address http://127.0.0.1:8265 --follow
 """
 
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--entrypoint-num-gpus", type=float, help="GPUs reserved for the driver")
     parser.add_argument("--no-check", action="store_true",
                         help="skip parsing the job args locally with the job's own parser")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved submission as JSON and stop")
+    parser.add_argument("--print-submission", action="store_true",
+                        help="print the resolved submission as JSON and stop (submits nothing)")
     return parser
 
 
@@ -89,7 +89,7 @@ def run(kind: str, args: argparse.Namespace, job_args: list[str]) -> int:
             return EXIT_ERROR
         if message:
             print(f"mgtc submit: {message}", file=sys.stderr)
-    if args.dry_run:
+    if args.print_submission:
         print(plan.describe())
         return 0
     cluster = sub.Cluster(args.address)

@@ -188,12 +188,15 @@ def upload_limit() -> int:
 def packed_files(working_dir: Path, excludes: Sequence[str]) -> list[tuple[str, int]]:
     """(relative path, bytes) of every file Ray would pack for `working_dir`.
 
-    Walks with Ray's own traversal (excludes, .gitignore unless
+    Walks with Ray's own traversal (its default excludes, `excludes`, .gitignore unless
     RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1, .rayignore) so the estimate matches the upload.
     """
+    from ray._private import ray_constants
     from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
 
     root = Path(working_dir).absolute()
+    # Ray adds its own default excludes (.git, .venv, ...) in front of the user's.
+    excludes = [*ray_constants.get_runtime_env_default_excludes(), *excludes]
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
     files: list[tuple[str, int]] = []
 
@@ -310,7 +313,7 @@ class Submission:
     entrypoint_resources: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """JSON for `--dry-run`: safe to print, secrets were refused on the way in."""
+        """JSON for `--print-submission`: safe to print, secrets were refused on the way in."""
         return json.dumps({
             "submission_id": self.submission_id, "entrypoint": self.entrypoint,
             "runtime_env": self.runtime_env, "metadata": self.metadata,
