@@ -54,17 +54,23 @@ PATH_FIELDS = (
     "data.train_manifest", "data.val_manifest", "data.test_manifest", "data.shards",
     "model.checkpoint", "scaling.storage_path",
 )
-# The summary metrics of a trial: (key in the table, accepted keys in train_fn's result,
-# column title). The first accepted key is the canonical MLflow metric name.
-SUMMARY_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("top1", ("top1", "test/top1", "test_top1", "acc1"), "top-1 (%)"),
-    ("top5", ("top5", "test/top5", "test_top5", "acc5"), "top-5 (%)"),
-    ("kept_ratio", ("kept_ratio", "test/kept_ratio", "kept_token_ratio"), "kept tokens"),
-    ("gflops_per_view", ("gflops_per_view", "test/gflops_per_view", "gflops"), "GFLOPs/view"),
-    ("clips_per_s", ("clips_per_s", "test/clips_per_s", "throughput"), "clips/s"),
-    ("wall_time_s", ("wall_time_s", "wall_time", "train_time_s"), "wall time (s)"),
+# A trial's summary: (table key, keys of train_fn's result in order of preference, column
+# title, decimals). The test split's multi-view numbers (`train_and_test`) win over the last
+# epoch's validation numbers (`run_training` alone); kept tokens, GFLOPs and eval clips/s are
+# those of the evaluated views, train clips/s and wall time those of training.
+SUMMARY_METRICS: tuple[tuple[str, tuple[str, ...], str, int], ...] = (
+    ("top1", ("test_top1", "top1"), "top-1 (%)", 1),
+    ("top5", ("test_top5", "top5"), "top-5 (%)", 1),
+    ("kept_ratio", ("test_kept_ratio", "val_kept_ratio", "kept_ratio"), "kept tokens", 3),
+    ("gflops_per_view", ("test_gflops_per_view", "val_gflops_per_view", "gflops_per_view"),
+     "GFLOPs/view", 3),
+    ("eval_clips_per_s", ("test_clips_per_s", "val_clips_per_s"), "eval clips/s", 1),
+    ("train_clips_per_s", ("clips_per_s",), "train clips/s", 1),
+    ("wall_time_s", ("wall_time_s",), "train wall time (s)", 0),
 )
-RUN_ID_KEYS = ("mlflow_run_id", "run_id")
+TABLE_METRICS = ("top1", "kept_ratio", "gflops_per_view", "eval_clips_per_s", "train_clips_per_s",
+                 "wall_time_s")
+RUN_ID_KEYS = ("mlflow_run_id",)
 
 TRIAL_DRIVER_CPU = 0.001  # the Tune trainable only drives; its TorchTrainer asks for the real CPUs
 ERROR_TAG_LIMIT = 4000  # MLflow tag values are capped (8000 chars); the full text is an artifact
@@ -414,10 +420,26 @@ def run_trials_tune(
     return out
 
 
+def train_and_test(cfg: Config) -> dict[str, Any]:
+    """The default trial: `pipeline.training.run_training`, then, when the data has a test
+    split, the multi-view test (`pipeline.evaluate.evaluate`, test_clips x test_crops) of the
+    last checkpoint, returned as test_* beside the training summary (the sweep logs them
+    into the trial's run)."""
+    from pipeline.evaluate import evaluate
+    from pipeline.training import run_training
+
+    summary = dict(run_training(cfg))
+    if cfg.optim.mode != "finetune" or not cfg.data.test_manifest or not summary.get("checkpoint"):
+        return summary
+    test = evaluate(cfg, summary["checkpoint"], split="test")
+    summary.update({f"test_{key}": value for key, value in test.items()})
+    return summary
+
+
 def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """train_fn's result reduced to the canonical summary keys (finite numbers only)."""
     out: dict[str, float] = {}
-    for key, accepted, _ in SUMMARY_METRICS:
+    for key, accepted, _, _ in SUMMARY_METRICS:
         for name in accepted:
             value = metrics.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -436,7 +458,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every trial of `spec` and record the sweep in MLflow; see the module docstring.
 
-    train_fn defaults to `pipeline.training.run_training`. Ray is started locally when no
+    train_fn defaults to `train_and_test`. Ray is started locally when no
     cluster is connected. runs_dir (default: the trainer's run folder, `runs/`) holds Tune's
     trial folders and a copy of the parent's artifacts under sweeps/<parent run name>/.
     """
@@ -445,8 +467,7 @@ def run_sweep(
 
     from pipeline.tracking import run_folder
 
-    if train_fn is None:
-        from pipeline.training import run_training as train_fn
+    train_fn = train_fn or train_and_test
     runs = Path(runs_dir).resolve() if runs_dir else run_folder(spec.base)
     uri = resolve_tracking_uri(spec.base, tracking_uri)
     experiment = spec.options.experiment or spec.base.tracking.experiment
@@ -591,7 +612,7 @@ def record_trial(
     tags = trial_tags(trial, parent_id, sweep_name)
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     _ensure_params(client, run_id, cfg)
-    _ensure_metrics(client, run_id, summary)
+    _ensure_metrics(client, run_id, metrics or {})
     if metrics is None:
         client.set_tag(run_id, "error", error.splitlines()[0][:ERROR_TAG_LIMIT] if error else "failed")
         client.log_text(run_id, error or "failed", "error.txt")
@@ -625,12 +646,16 @@ def _ensure_params(client: Any, run_id: str, cfg: Config) -> None:
         client.log_batch(run_id, params=missing[start : start + 100])
 
 
-def _ensure_metrics(client: Any, run_id: str, summary: Mapping[str, float]) -> None:
+def _ensure_metrics(client: Any, run_id: str, result: Mapping[str, Any]) -> None:
+    """Log the numbers of train_fn's result that the run lacks (wall time, test metrics, or
+    everything when train_fn tracks nothing); a metric the trainer logged is left alone."""
     from mlflow.entities import Metric
 
     have = client.get_run(run_id).data.metrics
     now = int(time.time() * 1000)
-    missing = [Metric(k, v, now, 0) for k, v in summary.items() if k not in have]
+    missing = [Metric(k, float(v), now, 0) for k, v in result.items()
+               if k not in have and isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)]
     if missing:
         client.log_batch(run_id, metrics=missing)
 
@@ -679,7 +704,7 @@ def aggregate(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
             "failed": " ".join(failed),
             "status": "ok" if not failed else ("failed" if not done else "partial"),
         }
-        for key, _, _ in SUMMARY_METRICS:
+        for key, *_ in SUMMARY_METRICS:
             mean, std = _mean_std([r.metrics[key] for r in done if key in r.metrics])
             row[f"{key}_mean"], row[f"{key}_std"] = mean, std
         rows.append(row)
@@ -713,7 +738,7 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def trials_csv(results: Sequence[TrialResult]) -> str:
     buf = io.StringIO()
-    keys = [k for k, _, _ in SUMMARY_METRICS]
+    keys = [k for k, *_ in SUMMARY_METRICS]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["trial", "setting", "seed", "status", "run_id", *keys, "error"])
     for r in results:
@@ -726,19 +751,14 @@ def trials_csv(results: Sequence[TrialResult]) -> str:
 def results_markdown(rows: Sequence[dict[str, Any]], results: Sequence[TrialResult] = ()) -> str:
     """The table of the issue: top-1 mean ± std over seeds, kept tokens, GFLOPs/view, clips/s,
     wall time; failed trials listed below it."""
-    head = ["setting", "frames", "strategy", "mask", "seeds ok", "top-1 (%)", "kept tokens",
-            "GFLOPs/view", "clips/s", "wall time (s)"]
+    spec = {key: (title, digits) for key, _, title, digits in SUMMARY_METRICS}
+    head = ["setting", "frames", "strategy", "mask", "seeds ok", *(spec[k][0] for k in TABLE_METRICS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         seeds = f"{row['ok']}/{row['seeds']}" + (" (failed)" if row["status"] == "failed" else "")
-        lines.append("| " + " | ".join([
-            row["setting"], row["frames"], row["strategy"], row["mask"], seeds,
-            _pm(row["top1_mean"], row["top1_std"], 1),
-            _pm(row["kept_ratio_mean"], row["kept_ratio_std"], 3),
-            _pm(row["gflops_per_view_mean"], row["gflops_per_view_std"], 3),
-            _pm(row["clips_per_s_mean"], row["clips_per_s_std"], 1),
-            _pm(row["wall_time_s_mean"], row["wall_time_s_std"], 0),
-        ]) + " |")
+        cells = [_pm(row[f"{k}_mean"], row[f"{k}_std"], spec[k][1]) for k in TABLE_METRICS]
+        lines.append("| " + " | ".join([row["setting"], row["frames"], row["strategy"], row["mask"],
+                                         seeds, *cells]) + " |")
     failed = [r for r in results if r.status != "FINISHED"]
     if failed:
         lines += ["", "Failed trials:", ""]

@@ -158,7 +158,7 @@ def test_aggregation_is_mean_and_sample_std_over_seeds(tmp_path):
     def metrics(t: Trial):
         bonus = 5.0 if t.cfg.masking.strategy == "mgtc_ratio" else 0.0
         return {"top1": top1[t.cfg.optim.seed] + bonus, "kept_ratio": 1 - t.cfg.masking.ratio * (
-            t.cfg.masking.strategy != "none"), "gflops_per_view": 2.0, "clips_per_s": 10.0,
+            t.cfg.masking.strategy != "none"), "gflops_per_view": 2.0, "train_clips_per_s": 10.0,
             "wall_time_s": 30.0 + t.cfg.optim.seed}
 
     rows = aggregate(_results(spec, metrics))
@@ -250,3 +250,128 @@ def test_every_trial_failing_fails_the_sweep(tmp_path, ray_local, picklable_test
                         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", log=lambda s: None)
     assert not outcome.ok
     assert [r.status for r in outcome.results] == ["FAILED"]
+
+
+# ------------------------------------------------------------------------------ MLflow REST API
+
+TINY_BASE = {
+    "data": {"dataset": "synthetic", "shards": "unused-shards", "num_classes": 4, "num_frames": 8,
+             "sampling_rate": 1, "input_size": 32, "short_side": 32, "val_clips": 1, "val_crops": 1},
+    "model": {"size": "tiny", "drop_path": 0.0},
+    "masking": {"strategy": "none"},
+    "optim": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "lr": 1.0e-3},
+    "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "max_failures": 0},
+}
+
+
+def tiny_clip_rows(num_videos: int, seed: int) -> list[dict]:
+    """Clip rows of the data path's contract, rendered by pipeline.synth (8 frames of 32 px)."""
+    import numpy as np
+
+    from pipeline.motion import token_scores
+    from pipeline.synth import render_video
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vid in range(num_videos):
+        pixels = render_video(vid % 4, rng, size=32, frames=8)
+        rows.append({"pixels": pixels, "scores": token_scores(pixels, 2, 16), "label": vid % 4,
+                     "video_id": vid, "view": 0})
+    return rows
+
+
+def tiny_real_train(cfg):
+    """The real `run_training` (TorchTrainer, tracking, checkpoints) on in-memory clips: the
+    data path has its own tests, this one is about what a sweep leaves in MLflow. The random
+    strategy's trial crashes before training, so the FAILED path is checked too (and the test
+    pays for one real training run, about a minute on 2 cores, not two)."""
+    import ray.data
+
+    from pipeline.training import run_training
+
+    if cfg.masking.strategy == "random":
+        raise RuntimeError("simulated crash before training")
+    train = tiny_clip_rows(12, seed=cfg.optim.seed)
+    datasets = {"train": ray.data.from_items(train), "val": ray.data.from_items(tiny_clip_rows(4, seed=99))}
+    return run_training(cfg, datasets=datasets, num_train_clips=len(train))
+
+
+def rest(server: str, method: str, endpoint: str, **payload):
+    import requests
+
+    url = f"{server}/api/2.0/mlflow/{endpoint}"
+    response = (requests.post(url, json=payload, timeout=30) if method == "POST"
+                else requests.get(url, params=payload, timeout=30))
+    response.raise_for_status()
+    return response.json()
+
+
+def as_dict(entries) -> dict[str, str]:
+    return {e["key"]: e["value"] for e in entries or []}
+
+
+@pytest.mark.integration
+def test_sweep_parent_and_children_through_the_mlflow_rest_api(tmp_path, ray_local, mlflow_server,
+                                                               picklable_tests):
+    from pipeline.synth import write_moving_square_video
+
+    video = write_moving_square_video(tmp_path / "square.mp4", frames=24, size=32, step=2)
+    grid = {
+        "frames": [{"data.num_frames": 8, "data.sampling_rate": 1}],
+        "masking": [{"masking.strategy": "none"},
+                    {"masking.strategy": "random", "masking.ratio": 0.5}],
+        "optim.seed": [0],
+    }
+    base = {**TINY_BASE, "scaling": {**TINY_BASE["scaling"], "storage_path": str(tmp_path / "ray")},
+            "tracking": {"experiment": "test-sweep-rest"}}
+    spec = load_sweep(write_sweep(tmp_path, grid=grid, base=base,
+                                  sweep={"name": "rest", "max_concurrent": 2, "mask_video": str(video)}))
+    outcome = run_sweep(spec, tiny_real_train, runs_dir=tmp_path / "runs", tracking_uri=mlflow_server,
+                        log=lambda s: None)
+    assert outcome.ok and [r.status for r in outcome.results] == ["FINISHED", "FAILED"]
+
+    parent = rest(mlflow_server, "GET", "runs/get", run_id=outcome.parent_run_id)["run"]
+    assert parent["info"]["status"] == "FINISHED"
+    params, tags = as_dict(parent["data"]["params"]), as_dict(parent["data"]["tags"])
+    assert params["sweep.name"] == "rest" and params["sweep.num_trials"] == "2"
+    assert '"masking.strategy": "random"' in params["sweep.grid"] and params["code_version"]
+    assert tags["mgtc_kind"] == "sweep" and "mlflow.parentRunId" not in tags
+    parent_metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+    assert parent_metrics["trials_finished"] == 1 and parent_metrics["trials_failed"] == 1
+    assert "top1/8x1-none" in parent_metrics
+    listed = rest(mlflow_server, "GET", "artifacts/list", run_id=outcome.parent_run_id)
+    files = {f["path"] for f in listed["files"]}
+    assert {"results.csv", "results.md", "trials.csv", "acc_vs_gflops.png", "acc_vs_wallclock.png",
+            "masks_8x1.png", "motion_8x1.png", "base_config.yaml", "sweep.yaml"} <= files
+
+    found = rest(mlflow_server, "POST", "runs/search", experiment_ids=[outcome.experiment_id],
+                 filter=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")["runs"]
+    children = {c["info"]["run_name"]: c for c in found}
+    assert set(children) == {"8x1-none-s0", "8x1-random-r0.5-s0"}
+    for name, strategy in (("8x1-none-s0", "none"), ("8x1-random-r0.5-s0", "random")):
+        p, t = as_dict(children[name]["data"]["params"]), as_dict(children[name]["data"]["tags"])
+        assert (p["num_frames"], p["sampling_rate"], p["strategy"]) == ("8", "1", strategy)
+        assert (p["data.num_frames"], p["data.sampling_rate"], p["masking.strategy"]) == ("8", "1", strategy)
+        assert p["effective_fps"] == "30.0" and "tau" in p and "mask_ratio" in p
+        assert (t["mgtc_frames"], t["mgtc_strategy"], t["mgtc_sweep"]) == ("8x1", strategy, "rest")
+
+    trained = children["8x1-none-s0"]  # the trainer's own run, nested
+    assert trained["info"]["status"] == "FINISHED" and as_dict(trained["data"]["tags"])["mgtc_mask"] == "full"
+    m = {x["key"]: x["value"] for x in trained["data"]["metrics"]}
+    assert 0 <= m["top1"] <= 100 and m["val_kept_ratio"] == 1.0
+    assert m["val_gflops_per_view"] > 0 and m["clips_per_s"] > 0 and m["wall_time_s"] > 0
+    arts = {f["path"] for f in rest(mlflow_server, "GET", "artifacts/list",
+                                    run_id=trained["info"]["run_id"])["files"]}
+    assert {"config.yaml", "final_metrics.json", "masks"} <= arts
+
+    crashed = children["8x1-random-r0.5-s0"]
+    assert crashed["info"]["status"] == "FAILED"
+    assert as_dict(crashed["data"]["params"])["mask_ratio"] == "0.5"
+    ctags = as_dict(crashed["data"]["tags"])
+    assert ctags["error"] == "RuntimeError: simulated crash before training" and ctags["mgtc_mask"] == "r0.5"
+    arts = {f["path"] for f in rest(mlflow_server, "GET", "artifacts/list",
+                                    run_id=crashed["info"]["run_id"])["files"]}
+    assert "error.txt" in arts
+    table = (outcome.out_dir / "results.md").read_text()
+    assert "| 8x1-none | 8x1 | none | full | 1/1 |" in table
+    assert "| 8x1-random-r0.5 | 8x1 | random | r0.5 | 0/1 (failed) |" in table
