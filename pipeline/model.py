@@ -266,8 +266,9 @@ class VideoMAEAttention(nn.Module):
         attn_mask: bool [B, 1, 1, N] key-padding mask (True = real key) for padded batches.
         packing: x is [1, S, D] holding `packing.lengths` clips back to back; each clip
         attends only to itself. A Python loop of one SDPA call per clip beats one call with
-        a block-diagonal [S, S] mask on CPU: the mask does B times the attention work of the
-        diagonal blocks (the CPU kernels do not skip masked blocks) and a dense S x S mask.
+        a block-diagonal [S, S] mask on CPU: the CPU kernels do not skip masked blocks, so
+        the mask costs S^2 instead of sum(L_b^2) (4 clips of 600-1200 tokens, 6 heads of 64,
+        fwd+bwd on one thread: 0.23 s per-clip loop vs 0.95 s masked).
         """
         if is_causal:
             raise ValueError("VideoMAE attention is bidirectional")
