@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
-    print(format_table(result, cfg))
+    print(format_table(result))
     print(f"MLflow run {result['mlflow_run_id']} ({result['tracking_uri']})")
     return 0
 

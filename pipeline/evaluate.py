@@ -17,15 +17,10 @@ reduces the per-view probabilities on the driver, streaming.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +29,7 @@ import ray
 import torch
 from torch import nn
 
+from pipeline import storage
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.flops import encoder_shape, gmacs_per_view
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
@@ -41,7 +37,6 @@ from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"  # our training checkpoints: <checkpoint dir>/state.pt
-CALIBRATION_FILE = "calibration.json"
 
 
 # ------------------------------------------------------------------------- multi-view rule
@@ -158,63 +153,21 @@ def select_eval(
     )
 
 
-# ------------------------------------------------------------------------- files and tau
-
-
-@contextmanager
-def local_copy(uri: str) -> Iterator[str]:
-    """A local path for a file URI (local path or s3://...): s3 objects go to a temp file."""
-    if "://" not in uri or uri.startswith("file://"):
-        yield uri.removeprefix("file://")
-        return
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    tmp = tempfile.mkdtemp(prefix="mgtc-ckpt-")
-    local = os.path.join(tmp, os.path.basename(path))
-    try:
-        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        yield local
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def is_dir(uri: str) -> bool:
-    """True when `uri` (local or s3://) is a directory, e.g. a Ray Train checkpoint."""
-    if "://" not in uri or uri.startswith("file://"):
-        return os.path.isdir(uri.removeprefix("file://"))
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs.get_file_info(path).type == pafs.FileType.Directory
-
-
-def join_uri(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def read_json(uri: str) -> Any:
-    with local_copy(uri) as path, open(path) as f:
-        return json.load(f)
+# ------------------------------------------------------------------------- tau
 
 
 def resolve_tau(cfg: Config) -> float | None:
     """The threshold of `mgtc_threshold`: `masking.tau`, or the calibrated one from
-    `<data.shards>/calibration.json` for this sampling rate when `masking.calibrated`.
-    None for every other strategy."""
+    `<data.shards>/calibration.json` (`mgtc calibrate`) for this sampling rate and score mode
+    when `masking.calibrated`. None for every other strategy."""
+    from pipeline.shards import calibrated_tau
+
     k = cfg.masking
     if k.strategy != "mgtc_threshold":
         return None
     if not k.calibrated:
         return float(k.tau)
-    uri = join_uri(cfg.data.shards, CALIBRATION_FILE)
-    table = read_json(uri)
-    rates = table.get("sampling_rates", table)
-    entry = rates.get(str(cfg.data.sampling_rate))
-    if entry is None:
-        raise ValueError(f"{uri} has no tau for data.sampling_rate={cfg.data.sampling_rate}; has: {sorted(rates)}")
-    return float(entry["tau"] if isinstance(entry, Mapping) else entry)
+    return calibrated_tau(cfg.data.shards, cfg.data.sampling_rate, score_mode=k.score_mode)
 
 
 # ------------------------------------------------------------------------- model + checkpoint
@@ -242,15 +195,19 @@ def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> s
     `load_videomae_checkpoint` (non-strict, prefixes handled, head dropped on a class-count
     change).
     """
+    import pyarrow.fs as pafs
+
     from pipeline.model import load_videomae_checkpoint
 
-    if is_dir(uri):
-        with local_copy(join_uri(uri, STATE_FILE)) as path:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+    fs, path = storage.filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        state_uri = storage.join(uri, STATE_FILE)
+        with storage.download_to_temp(state_uri) as local:
+            state = torch.load(local, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        return join_uri(uri, STATE_FILE)
-    with local_copy(uri) as path:
-        load_videomae_checkpoint(model, path, allow_pickle=allow_pickle)
+        return state_uri
+    with storage.download_to_temp(uri) as local:
+        load_videomae_checkpoint(model, local, allow_pickle=allow_pickle)
     return uri
 
 
@@ -262,6 +219,21 @@ def autocast(cfg: Config, device: torch.device):
 
 # ------------------------------------------------------------------------- Ray Data eval
 
+# The AWS chain the driver sees, handed to the eval actors when the checkpoint is on S3 (a
+# cluster started before these were set would not pass them on).
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+)
+
+
+class SecretEnv(dict):
+    """Environment variables whose repr shows the names only (actor arguments get logged)."""
+
+    def __repr__(self) -> str:
+        return f"SecretEnv({sorted(self)})"
+
+
 
 class ViewClassifier:
     """Ray Data callable class: a batch of views -> per-view softmax and kept-token counts.
@@ -270,7 +242,9 @@ class ViewClassifier:
     Output: `video_id`, `label`, `view`, `probs` [B, C] float32, `kept` [B] int64.
     """
 
-    def __init__(self, cfg_dict: dict, checkpoint: str, tau: float | None) -> None:
+    def __init__(self, cfg_dict: dict, checkpoint: str, tau: float | None, env: dict[str, str] | None = None) -> None:
+        # S3 settings of the driver, for a Ray started without them (see `evaluate`).
+        os.environ.update(env or {})
         self.cfg = from_dict(cfg_dict)
         self.tau = tau
         self.device = torch.device("cuda" if torch.cuda.is_available() and self.cfg.scaling.use_gpu else "cpu")
@@ -314,9 +288,10 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
         dataset = clip_dataset(cfg, split)
     tau = resolve_tau(cfg)
     s = cfg.scaling
+    env = SecretEnv({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}) if storage.is_s3(checkpoint) else None
     preds = dataset.map_batches(
         ViewClassifier,
-        fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "checkpoint": checkpoint, "tau": tau},
+        fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "checkpoint": checkpoint, "tau": tau, "env": env},
         batch_size=cfg.optim.batch_size,
         compute=ray.data.ActorPoolStrategy(size=s.num_workers),
         num_cpus=s.cpus_per_worker,
@@ -341,6 +316,7 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
     views_per_video = (cfg.data.test_clips * cfg.data.test_crops) if split == "test" else (cfg.data.val_clips * cfg.data.val_crops)
     return {
         **metrics,
+        "views_per_video": views_per_video,
         "kept_ratio": kept / views / shape.num_tokens,
         "gflops_per_view": per_view,
         "gflops_per_video": per_view * views_per_video,
@@ -384,9 +360,9 @@ def _metrics(values: dict[str, float]) -> list:
     return [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
 
 
-def format_table(metrics: dict[str, Any], cfg: Config) -> str:
+def format_table(metrics: dict[str, Any]) -> str:
     """A markdown table of one evaluation."""
-    views = cfg.data.test_clips * cfg.data.test_crops
+    views = metrics["views_per_video"]
     head = ("videos", "views", "top-1 (%)", "top-5 (%)", "kept tokens (%)", "GFLOPs/view",
             f"GFLOPs/video (x{views})", "clips/s")
     row = (

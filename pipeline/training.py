@@ -567,7 +567,7 @@ def build_datasets(cfg: Config) -> dict[str, Any]:
     from pipeline.clips import clip_dataset
 
     datasets = {"train": clip_dataset(cfg, "train", seed=cfg.optim.seed)}
-    if cfg.data.val_manifest or cfg.data.shards:
+    if cfg.data.val_manifest:
         datasets["val"] = clip_dataset(cfg, "val")
     return datasets
 
@@ -589,7 +589,8 @@ def run_training(
     checkpoint (URI of the last checkpoint), mlflow_run_id, tracking_uri, tau.
 
     datasets: {"train": ds[, "val": ds]} of clip rows (default: `build_datasets(cfg)`).
-    num_train_clips: rows of `train` per epoch, for the per-step lr schedule (default: counted).
+    num_train_clips: rows of `train` per epoch, for the per-step lr schedule (default: from
+      the manifest and shards, `clips.num_clips`, when `datasets` is None; else counted).
     worker_env: extra environment for the train workers, e.g. S3 settings when the Ray
       cluster was started without them (never logged).
     A rerun with the same `scaling.name` and storage resumes from the latest checkpoint and
@@ -601,7 +602,11 @@ def run_training(
     name = run_name(cfg)
     uri = resolve_tracking_uri(cfg)
     tau = resolve_tau(cfg)
-    datasets = datasets if datasets is not None else build_datasets(cfg)
+    if datasets is None:
+        from pipeline.clips import num_clips
+
+        datasets = build_datasets(cfg)
+        num_train_clips = num_clips(cfg, "train") if num_train_clips is None else num_train_clips
     clips = num_train_clips if num_train_clips is not None else datasets["train"].count()
     steps = steps_per_epoch(clips, cfg.optim.batch_size, s.num_workers)
     params = {**summary_params(cfg, world_size=s.num_workers, tau=tau), "steps_per_epoch": steps}

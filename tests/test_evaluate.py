@@ -1,0 +1,169 @@
+"""Evaluation: VideoMAE's multi-view rule (softmax per view, mean per video), its merge across
+ranks, deterministic token selection at test time, and the Ray Data evaluation end to end
+(local and s3:// checkpoints, one MLflow run)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config, replace
+from pipeline.evaluate import (
+    STATE_FILE,
+    VideoScores,
+    average_views,
+    evaluate,
+    format_table,
+    make_model,
+    run_evaluation,
+    select_eval,
+    topk_accuracy,
+)
+from pipeline.selection import select_tokens
+
+GRID = (4, 2, 2)
+
+CONFIG = """
+data: {{dataset: synthetic, shards: {tmp}/shards, num_classes: 4, num_frames: 8, sampling_rate: 1,
+        input_size: 32, short_side: 32, test_clips: 3, test_crops: 1}}
+model: {{size: tiny}}
+masking: {{strategy: random, ratio: 0.5}}
+optim: {{batch_size: 4}}
+scaling: {{num_workers: 1, cpus_per_worker: 0.5, storage_path: {tmp}/ray}}
+tracking: {{tracking_uri: "{uri}", experiment: test-eval}}
+"""
+
+
+def config(tmp_path, uri="", *overrides):
+    path = tmp_path / "eval.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path, uri=uri))
+    return load_config(path, list(overrides))
+
+
+def test_softmax_per_view_then_mean_per_video():
+    # Video 7: one over-confident view for class 0, two clear views for class 1. Averaging
+    # logits says class 0 (20 / 3 > 3 * 2 / 3); VideoMAE's softmax average says class 1.
+    logits = torch.tensor([[20.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 2.0]])
+    ids = torch.tensor([7, 7, 7, 3])
+    labels = torch.tensor([1, 1, 1, 2])
+    vids, probs, vlabels = average_views(ids, logits, labels)
+    assert vids.tolist() == [3, 7] and vlabels.tolist() == [2, 1]
+    expect7 = logits[:3].softmax(-1).mean(0)
+    assert torch.allclose(probs[1], expect7) and probs[1].argmax() == 1
+    assert logits[:3].mean(0).argmax() == 0  # the rule matters
+    assert torch.allclose(probs.sum(1), torch.ones(2))
+    assert topk_accuracy(probs, vlabels, ks=(1, 5)) == {"top1": 100.0, "top5": 100.0}  # k capped at C
+
+
+def test_topk_accuracy():
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.3, 0.5]])
+    acc = topk_accuracy(probs, torch.tensor([2, 0, 0]), ks=(1, 2))
+    assert acc["top1"] == pytest.approx(100 / 3) and acc["top2"] == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_views_split_over_ranks_give_the_same_result(world):
+    """However the views of a video are dealt to ranks, the summed per-video sums score the
+    same as one process seeing everything (what merge_across_ranks all-reduces)."""
+    rng = np.random.default_rng(world)
+    ids = rng.integers(0, 6, size=30)
+    labels = ids % 4
+    logits = torch.from_numpy(rng.normal(size=(30, 4)))
+    probs = logits.softmax(-1).numpy()
+    ranks = [VideoScores(4) for _ in range(world)]
+    for i in range(30):
+        ranks[i % world].add(ids[i : i + 1], probs[i : i + 1], labels[i : i + 1])
+    num = int(ids.max()) + 1
+    sums = sum(r.dense(num)[0] for r in ranks)
+    counts = sum(r.dense(num)[1] for r in ranks)
+    lab = torch.stack([r.dense(num)[2] for r in ranks]).max(0).values
+    seen = counts > 0
+    vids, expect, vlabels = average_views(torch.from_numpy(ids), logits, torch.from_numpy(labels))
+    assert torch.equal(seen.nonzero().squeeze(1), vids)
+    assert torch.allclose(sums[seen] / counts[seen, None], expect.double())
+    assert torch.equal(lab[seen], vlabels)
+    single = VideoScores(4)
+    single.add(ids, probs, labels)
+    merged = single.merge_across_ranks(torch.device("cpu"))
+    assert merged["top1"] == pytest.approx(topk_accuracy(expect, vlabels)["top1"])
+    assert merged["videos"] == len(vids) and merged["views"] == 30
+
+
+def test_eval_selection_is_deterministic_per_view(tmp_path):
+    cfg = config(tmp_path)
+    scores = torch.rand(3, *GRID)
+    ids, views = torch.tensor([5, 5, 9]), torch.tensor([0, 1, 0])
+    a = select_eval(cfg, scores, ids, views, None).ids_keep
+    b = select_eval(cfg, scores[[2, 0]], ids[[2, 0]], views[[2, 0]], None).ids_keep
+    assert torch.equal(a[[2, 0]], b)  # same (video, view) -> same tokens, whatever the batch
+    assert not torch.equal(a[0], a[1])  # views of one video differ
+    assert a.shape == (3, 8)
+    cell = select_eval(replace(cfg, ["masking.strategy=running_cell"]), scores, ids, views, None).ids_keep
+    assert torch.equal(cell, select_tokens("running_cell", grid=GRID, batch=3, ratio=0.5).ids_keep)
+    mgtc = select_eval(replace(cfg, ["masking.strategy=mgtc_ratio"]), scores, ids, views, None).ids_keep
+    assert torch.equal(mgtc, select_tokens("mgtc_ratio", scores=scores, ratio=0.5).ids_keep)
+
+
+def view_rows(num_videos: int, views: int, seed: int = 0) -> list[dict]:
+    from pipeline.motion import token_scores
+    from pipeline.synth import render_video
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vid in range(num_videos):
+        video = render_video(vid % 4, rng, size=32, frames=8 * views)
+        for view in range(views):
+            pixels = video[8 * view : 8 * (view + 1)]
+            rows.append({"pixels": pixels, "scores": token_scores(pixels, 2, 16), "label": vid % 4,
+                         "video_id": vid, "view": view})
+    return rows
+
+
+def expected_metrics(cfg, model, rows) -> dict:
+    """In-process reference: the same selection and model, softmax per view, mean per video."""
+    from pipeline.clips import to_model_inputs
+
+    batch = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in ("pixels", "scores", "label", "video_id", "view")}
+    x, scores, labels = to_model_inputs(batch, "cpu")
+    sel = select_eval(cfg, scores, batch["video_id"], batch["view"], None)
+    with torch.no_grad():
+        logits = model.eval()(x, sel.ids_keep)
+    _, probs, vlabels = average_views(batch["video_id"], logits, labels)
+    return topk_accuracy(probs, vlabels)
+
+
+@pytest.mark.integration
+def test_ray_data_evaluation_local_and_s3_checkpoint(ray_local, mlflow_server, s3_bucket, tmp_path):
+    import boto3
+    import ray.data
+
+    cfg = config(tmp_path, mlflow_server)
+    torch.manual_seed(0)
+    model = make_model(cfg)
+    with torch.no_grad():  # a head with real weight so that accuracy is not a tie
+        model.head.weight.normal_()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({"model": model.state_dict(), "epoch": 1}, ckpt / STATE_FILE)
+    rows = view_rows(6, 3)
+    expect = expected_metrics(cfg, model, rows)
+
+    result = run_evaluation(cfg, str(ckpt), dataset=ray.data.from_items(rows))
+    assert result["views"] == 18 and result["videos"] == 6 and result["views_per_video"] == 3
+    assert result["top1"] == pytest.approx(expect["top1"]) and result["top5"] == pytest.approx(expect["top5"])
+    assert result["kept_ratio"] == 0.5 and result["clips_per_s"] > 0
+    assert result["gflops_per_video"] == pytest.approx(3 * result["gflops_per_view"])
+    assert "| videos | views | top-1 (%)" in format_table(result)
+    from mlflow import MlflowClient
+
+    run = MlflowClient(mlflow_server).get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["mgtc_kind"] == "eval"
+    assert run.data.metrics["top1"] == pytest.approx(expect["top1"]) and run.data.params["checkpoint"] == str(ckpt)
+
+    s3 = boto3.client("s3")
+    s3.upload_file(str(ckpt / STATE_FILE), s3_bucket, f"ckpt/{STATE_FILE}")
+    from_s3 = evaluate(cfg, f"s3://{s3_bucket}/ckpt", dataset=ray.data.from_items(rows))
+    assert from_s3["top1"] == pytest.approx(expect["top1"]) and math.isfinite(from_s3["gflops_per_view"])
