@@ -389,22 +389,23 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
     scorer = CellScorer(cfg.sampling_rates, cfg.base_stride, cfg.tubelet, cfg.cell, *size_hw)
     decode_s = score_s = 0.0
     decoded = 0
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         reader = video.open_reader(path, size_hw, threads=cfg.decode_threads)
-        for chunk in video.frames_in_chunks(info.num_frames, cfg.base_stride, cfg.chunk_frames):
-            frames = reader.get_batch(chunk.tolist()).asnumpy()
-            t1 = time.perf_counter()
-            decode_s += t1 - t0
-            scorer.feed(frames)
-            decoded += len(frames)
-            t0 = time.perf_counter()
-            score_s += t0 - t1
-        del reader
-    except VideoError:
-        raise
     except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
         raise VideoError("decode", f"decode error: {video.clean_decoder_error(str(err))}") from None
+    for chunk in video.frames_in_chunks(info.num_frames, cfg.base_stride, cfg.chunk_frames):
+        try:
+            frames = reader.get_batch(chunk.tolist()).asnumpy()
+        except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
+            raise VideoError("decode", f"decode error: {video.clean_decoder_error(str(err))}") from None
+        t1 = time.perf_counter()
+        decode_s += t1 - t0
+        scorer.feed(frames)
+        decoded += len(frames)
+        t0 = time.perf_counter()
+        score_s += t0 - t1
+    del reader
     return {
         "num_frames": info.num_frames, "fps": info.fps, "height": info.height, "width": info.width,
         "resized_height": size_hw[0], "resized_width": size_hw[1], "decoded_frames": decoded,
@@ -460,6 +461,7 @@ def child_main() -> None:
     os.dup2(2, 1)  # anything else printed (ffmpeg, stray prints) goes to stderr, not the protocol
     _die_with_parent()
     video.TORCH_FIRST = False  # this process never imports torch
+    video.load_decord()  # import now, while the parent waits for its first task
     while True:
         request = _recv_blocking(sys.stdin.buffer)
         if request is None:
@@ -541,9 +543,7 @@ class DecoderProcess:
         return b"".join(chunks)
 
     def _once(self, request: dict) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            self._kill()
-            self.proc = self._start()
+        self.start()
         deadline = time.monotonic() + self.timeout_s
         try:
             _send(self.proc.stdin, request)
@@ -568,6 +568,12 @@ class DecoderProcess:
             reply = self._once(request)
         reply.pop("crash", None)
         return reply
+
+    def start(self) -> None:
+        """Start the child now (it imports decord while the caller does other work)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._kill()
+            self.proc = self._start()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -599,6 +605,13 @@ class ForwardedEnv:
     @classmethod
     def from_environ(cls) -> "ForwardedEnv":
         return cls({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+
+
+def _apply_endpoint(cfg: PrecomputeConfig) -> None:
+    """`s3_endpoint` becomes AWS_ENDPOINT_URL_S3 of this process (and of the decoder processes
+    and readers it starts), so every S3 client of the job uses the same store."""
+    if cfg.s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = cfg.s3_endpoint
 
 
 def _row_dict(row: ManifestRow) -> dict[str, Any]:
@@ -660,9 +673,11 @@ class PartWorker:
             os.environ.update(env.values)
         self.config = dict(config)
         self.cfg = PrecomputeConfig(**self.config)
+        _apply_endpoint(self.cfg)
         self.out = out
         self.endpoint = self.cfg.s3_endpoint or None
         self.decoder = DecoderProcess(self.cfg.timeout_s, self.cfg.crash_retries)
+        self.decoder.start()  # boots while Ray schedules the first part
         self.scratch = tempfile.mkdtemp(prefix="mgtc-videos-")
         # Downloads of the next videos overlap the decode of the current one.
         self.pool = ThreadPoolExecutor(max_workers=2)
@@ -980,6 +995,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
     """Run (or resume) the precompute job; returns the summary of the whole output."""
     cfg.validate()
     t0 = time.monotonic()
+    _apply_endpoint(cfg)
     endpoint = cfg.s3_endpoint or None
     out = storage.normalize(out)
     rows = read_manifest(manifest, path_column=cfg.path_column or None,
@@ -999,8 +1015,11 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
             summary.add(marker, this_run=False)
     if todo:
         done, failure = _run_parts(out, cfg, todo, log)
+        # A part whose summary never reached the driver may still have been committed.
+        committed = set(shards.committed_parts(out))
+        late = shards.read_markers(out, [p for p in todo if p not in done and p in committed])
         for p, part_rows in todo.items():
-            marker = done.get(p) or _commit_failed_part(out, p, part_rows, failure, cfg)
+            marker = done.get(p) or late.get(p) or _commit_failed_part(out, p, part_rows, failure, cfg)
             summary.add(marker, this_run=True)
     else:
         log(f"[precompute] all {len(parts)} parts of {storage.redact(out)} are already committed")

@@ -16,7 +16,7 @@ right along the long side) but are snapped to multiples of `align` (the shard ce
 that scores from shard cell maps are exact for every evaluation view.
 
 decord must be imported after torch in any process that uses both (decord before CUDA
-torch segfaults, dmlc/decord#293); `_decord()` imports torch first unless `TORCH_FIRST` is
+torch segfaults, dmlc/decord#293); `load_decord()` imports torch first unless `TORCH_FIRST` is
 turned off by a process that never touches torch (the precompute decoder process).
 """
 
@@ -31,7 +31,8 @@ import numpy as np
 TORCH_FIRST = True
 
 
-def _decord():
+def load_decord():
+    """The decord module, imported after torch unless TORCH_FIRST is off."""
     if TORCH_FIRST and "torch" not in sys.modules:
         import torch  # noqa: F401  (import order: torch before decord)
     import decord
@@ -83,7 +84,7 @@ def clean_decoder_error(message: str, limit: int = 300) -> str:
 def probe(path: str, *, threads: int = 1) -> VideoInfo:
     """Frame count, fps and size of a local video file (decodes the first frame for the
     size: decord exposes no header-only query)."""
-    decord = _decord()
+    decord = load_decord()
     vr = decord.VideoReader(path, num_threads=threads)
     first = vr.next().asnumpy()
     info = VideoInfo(len(vr), float(vr.get_avg_fps()), int(first.shape[0]), int(first.shape[1]))
@@ -93,7 +94,7 @@ def probe(path: str, *, threads: int = 1) -> VideoInfo:
 
 def open_reader(path: str, size: tuple[int, int], *, threads: int = 1):
     """A decord VideoReader that resizes to `size` = (height, width) while decoding."""
-    decord = _decord()
+    decord = load_decord()
     return decord.VideoReader(path, num_threads=threads, height=size[0], width=size[1])
 
 
