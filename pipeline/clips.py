@@ -33,7 +33,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pipeline import shards, storage, video
 from pipeline.config import Config
@@ -41,6 +40,11 @@ from pipeline.manifest import read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
 
 log = logging.getLogger(__name__)
+
+# timm.data.constants.IMAGENET_DEFAULT_{MEAN,STD} (VideoMAE's normalisation), written out:
+# importing timm pulls in torchvision and costs every actor seconds at start-up.
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ("pixels", "scores", "label", "video_id", "view")
@@ -573,9 +577,8 @@ def _source(cfg: Config, videos: SplitVideos) -> "ray.data.Dataset":  # noqa: F8
         schema = shards.shard_schema(cell)
         like = pa.schema([schema.field(c) for c in SHARD_COLUMNS if c != "sampling_rate"]
                          + [MEMBER_SCHEMA.field("label"), MEMBER_SCHEMA.field("video_id")])
-        read = ray.data.read_parquet([storage.filesystem_for(f)[1] for f in files], filesystem=fs,
-                                     columns=list(SHARD_COLUMNS))
-        parts.append(read.map_batches(
+        read = ray.data.read_parquet([storage.filesystem_for(f)[1] for f in files], filesystem=fs)
+        parts.append(read.select_columns(list(SHARD_COLUMNS)).map_batches(
             _attach_members, fn_kwargs={"members": videos.scored, "rate": d.sampling_rate},
             batch_format="pyarrow", batch_size=None,
         ))
@@ -618,7 +621,7 @@ def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset
             fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": _Env(env)},
             batch_size=batch,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=cfg.data.decode_actors),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.decode_actors),
             num_cpus=1,
             max_restarts=ACTOR_RETRIES,
             max_task_retries=ACTOR_RETRIES,
