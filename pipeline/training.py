@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import numpy as np
 import ray
@@ -51,6 +52,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
+from pipeline import storage
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.evaluate import (
     STATE_FILE,
@@ -301,7 +303,9 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
 
     Metrics: loss, kept_ratio (kept / all tokens), gflops_per_view (encoder multiply-adds of
     the tokens it ran, mean per clip), clips_per_s (all ranks' clips per wall second of this
-    epoch, data loading included), epoch_time (s). Sample: (pixels [T, S, S, 3] uint8,
+    epoch, data loading included), epoch_time (s), data_wait_frac (share of rank 0's epoch
+    spent waiting for the next batch; on GPU the wait also absorbs unsynchronised kernel
+    time, so read it as an upper bound there). Sample: (pixels [T, S, S, 3] uint8,
     keep [T', H', W'] bool) of the epoch's first clip, for the mask image.
     """
     from pipeline.clips import to_model_inputs
@@ -311,7 +315,9 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     counters = EpochCounters(recipe)
     sample = None
     ctx = ray.train.get_context()
-    for i, batch in enumerate(shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2)):
+    waited, ready = 0.0, time.perf_counter()
+    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2):
+        waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
         scheduler.step_update(progress.step)
         x, scores, labels = to_model_inputs(batch, recipe.device)
         sel = select_train(recipe, scores)
@@ -328,6 +334,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
         if sample is None:
             sample = mask_sample(batch["pixels"], sel, recipe)
         crash_once_for_tests(progress.epoch + 1, ctx.get_world_rank(), ctx.get_world_size())
+        ready = time.perf_counter()
     totals = counters.reduce()
     return {
         "loss": totals["loss"],
@@ -335,6 +342,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
         "gflops_per_view": totals["gflops_per_view"],
         "clips_per_s": totals["clips_per_s"],
         "epoch_time": totals["seconds"],
+        "data_wait_frac": waited / totals["seconds"],
         "train_clips": totals["clips"],
     }, sample
 
@@ -556,10 +564,32 @@ def run_name(cfg: Config) -> str:
     return f"{d.dataset}_{cfg.model.size}_{d.num_frames}x{d.sampling_rate}_{k.strategy}{k.ratio:g}_{stamp}"
 
 
-def storage_path(cfg: Config) -> str:
-    """Ray Train storage: s3://... as given, local folders made absolute."""
+def storage_location(cfg: Config) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train's RunConfig.
+
+    Local folders: made absolute, no filesystem. `s3://bucket/prefix`: ("bucket/prefix", an
+    S3FileSystem built from the driver's standard AWS settings: endpoint override, region and,
+    when set, credentials). Ray pickles it to the train controller and workers, so they reach
+    the same store even on a Ray cluster started without those variables; without explicit
+    credentials each process uses its own AWS chain (instance role, service account).
+    """
     path = cfg.scaling.storage_path
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    if not storage.is_s3(path):
+        return str(Path(path).expanduser().resolve()), None
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {}
+    endpoint = storage.endpoint_from_env()
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ("us-east-1" if endpoint else None)
+    if region:
+        kwargs["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                      session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
+    return storage.normalize(path)[len("s3://"):], pafs.S3FileSystem(**kwargs)
 
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
@@ -582,7 +612,6 @@ def run_training(
     *,
     datasets: dict[str, Any] | None = None,
     num_train_clips: int | None = None,
-    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit `cfg` with a TorchTrainer; returns a flat summary: the last epoch's metrics
     (loss, top1, top5, kept_ratio, gflops_per_view, clips_per_s, ...), wall_time_s, run_name,
@@ -591,8 +620,6 @@ def run_training(
     datasets: {"train": ds[, "val": ds]} of clip rows (default: `build_datasets(cfg)`).
     num_train_clips: rows of `train` per epoch, for the per-step lr schedule (default: from
       the manifest and shards, `clips.num_clips`, when `datasets` is None; else counted).
-    worker_env: extra environment for the train workers, e.g. S3 settings when the Ray
-      cluster was started without them (never logged).
     A rerun with the same `scaling.name` and storage resumes from the latest checkpoint and
     continues the same MLflow run; a worker that dies is restarted (`scaling.max_failures`).
     """
@@ -611,9 +638,8 @@ def run_training(
     steps = steps_per_epoch(clips, cfg.optim.batch_size, s.num_workers)
     params = {**summary_params(cfg, world_size=s.num_workers, tau=tau), "steps_per_epoch": steps}
     run_id = start_run(cfg, uri=uri, run_name=name, kind="train", params=params)
-    env = dict(worker_env or {})
-    if os.environ.get(CRASH_ENV):
-        env[CRASH_ENV] = os.environ[CRASH_ENV]
+    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else {}
+    path, filesystem = storage_location(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
@@ -624,7 +650,8 @@ def run_training(
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=storage_path(cfg),
+            storage_path=path,
+            storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": env} if env else None,

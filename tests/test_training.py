@@ -9,7 +9,6 @@ Clips are 8 frames of 32x32 (tubelet 2, patch 16: a 4 x 2 x 2 grid of 16 tokens)
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from pipeline.config import load_config, replace
 from pipeline.evaluate import make_model
 from pipeline.motion import token_scores
-from pipeline.selection import Selection, select_tokens
+from pipeline.selection import select_tokens
 from pipeline.synth import render_video
 from pipeline.training import (
     CRASH_ENV,
@@ -283,9 +282,57 @@ def test_variable_length_pretrain_and_s3_storage(ray_local, mlflow_server, s3_bu
 
     pre = replace(base, ["optim.mode=pretrain", "masking.pretrain_ratio=0.5", "scaling.name=pretrain",
                          f"scaling.storage_path=s3://{s3_bucket}/ray"])
-    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    summary = run_training(pre, datasets=datasets(8, 2), worker_env=env)
+    # This session's Ray started before the S3 variables were set: the storage filesystem the
+    # driver builds carries them to the train controller and workers.
+    summary = run_training(pre, datasets=datasets(8, 2))
     assert summary["checkpoint"].startswith(f"s3://{s3_bucket}/ray/pretrain/epoch_0001")
     assert math.isfinite(summary["loss"]) and math.isfinite(summary["val_loss"]) and "top1" not in summary
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
     assert f"ray/pretrain/epoch_0001/{STATE_FILE}" in keys
+
+
+# ------------------------------------------------------------------------------ the job
+
+
+def test_config_errors_exit_2_before_ray_starts(tmp_path, monkeypatch, capsys):
+    import ray
+
+    from jobs import evaluate as eval_job
+    from jobs import train as train_job
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start for a bad config")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(BASE.format(tmp=tmp_path, uri=""))
+    assert train_job.main(["--config", str(path), "--set", "masking.ratio=1.5", "--set", "model.size=huge"]) == 2
+    err = capsys.readouterr().err
+    assert "masking.ratio=1.5" in err and "model.size='huge': allowed: tiny, small, base, large" in err
+    assert eval_job.main(["--config", str(path), "--checkpoint", "x", "--set", "optim.mode=pretrain"]) == 2
+    assert "evaluation needs a fine-tuned classifier" in capsys.readouterr().err
+    assert train_job.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.integration
+def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
+    """synthetic videos -> precompute shards -> clip_dataset (decode actors) -> TorchTrainer ->
+    multi-view evaluation of the final checkpoint, all through the public entry points."""
+    from pipeline.evaluate import run_evaluation
+    from pipeline.precompute import PrecomputeConfig, run_precompute
+    from pipeline.synth import make_dataset
+
+    paths = make_dataset(tmp_path / "synthetic", videos_per_class=4, size=32, frames=24, fps=25,
+                         classes=["static", "right", "left", "down"], splits=(0.5, 0.25, 0.25))
+    run_precompute(str(paths["train"]), str(tmp_path / "shards"),
+                   PrecomputeConfig(sampling_rates=(1,), short_side=32, cell=8, num_frames=8, actors=1),
+                   log=lambda line: None)
+    cfg = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
+                      f"data.val_manifest={paths['val']}", f"data.test_manifest={paths['test']}",
+                      "data.val_clips=1", "data.test_clips=2", "data.test_crops=1", "data.mixup=0", "data.cutmix=0",
+                      "scaling.num_workers=1", "optim.epochs=1", "optim.warmup_epochs=0", "scaling.name=e2e")
+    summary = run_training(cfg)
+    assert summary["epoch"] == 1 and summary["train_clips"] == 8  # 2 of 4 videos per class train
+    assert summary["val_videos"] == 4 and summary["kept_ratio"] == 0.5
+    result = run_evaluation(cfg, summary["checkpoint"])
+    assert (result["videos"], result["views"]) == (4, 8) and 0 <= result["top1"] <= 100
