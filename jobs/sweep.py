@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="sweep file: base + grid + sweep options (YAML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override on the base config of every trial (repeatable)")
+    p.add_argument("--grid", dest="axes", action="append", default=[], metavar="AXIS=YAML_LIST",
+                   help="replace or add a grid axis, e.g. --grid 'optim.seed=[0, 1]' (repeatable)")
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="trials at once (default: sweep.max_concurrent, else what the CPUs hold)")
     p.add_argument("--tracking-uri", default="",
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        spec = load_sweep(args.config, args.overrides)
+        spec = load_sweep(args.config, args.overrides, args.axes)
     except SweepError as err:
         print(f"mgtc sweep: {err}", file=sys.stderr)
         return 2

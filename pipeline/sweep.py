@@ -72,7 +72,10 @@ TABLE_METRICS = ("top1", "kept_ratio", "gflops_per_view", "eval_clips_per_s", "t
                  "wall_time_s")
 RUN_ID_KEYS = ("mlflow_run_id",)
 
-TRIAL_DRIVER_CPU = 0.001  # the Tune trainable only drives; its TorchTrainer asks for the real CPUs
+# The Tune trainable only drives its TorchTrainer, which asks for the real CPUs. It reserves
+# memory, not CPU: even 0.001 CPU would leave a config that fills the node exactly (training
+# worker + clip decode actor = all CPUs) one fraction short, and its data actor pending forever.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
 ERROR_TAG_LIMIT = 4000  # MLflow tag values are capped (8000 chars); the full text is an artifact
 PARAM_LIMIT = 6000  # MLflow param value limit
 
@@ -150,10 +153,11 @@ class SweepOutcome:
 # Loading and expanding
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), axes: Sequence[str] = ()) -> SweepSpec:
     """Read a sweep file, build and validate every trial. Raises SweepError naming all problems.
 
     `overrides` (`section.key=value`, as `mgtc train --set`) apply to the base of every trial.
+    `axes` (`axis=<YAML list>`, e.g. `optim.seed=[0, 1]`) replace or add grid axes.
     A relative `base:` path is looked up from the current directory, then next to the file.
     """
     p = Path(path)
@@ -168,7 +172,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     base_overrides = list(raw.get("set") or []) + list(overrides)
     base, base_name = _load_base(raw.get("base"), p, base_overrides)
     options = _load_options(raw.get("sweep") or {}, default_name=p.stem)
-    grid = normalise_grid(raw.get("grid") or {})
+    grid = normalise_grid({**(raw.get("grid") or {}), **parse_axes(axes)})
     return SweepSpec(options, base, base_name, grid, expand_grid(base, grid), str(p))
 
 
@@ -212,6 +216,20 @@ def _load_options(raw: Any, default_name: str) -> SweepOptions:
     if problems:
         raise SweepError("invalid sweep options:\n  - " + "\n  - ".join(problems))
     return opts
+
+
+def parse_axes(axes: Sequence[str]) -> dict[str, Any]:
+    """`axis=<YAML list>` strings -> {axis: values}, e.g. 'optim.seed=[0, 1]'."""
+    out = {}
+    for item in axes:
+        axis, sep, text = item.partition("=")
+        if not sep or not axis.strip():
+            raise SweepError(f"--grid {item!r}: expected axis=<YAML list>, e.g. 'optim.seed=[0, 1]'")
+        try:
+            out[axis.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SweepError(f"--grid {item!r}: not YAML: {err}") from None
+    return out
 
 
 def normalise_grid(grid: Any) -> dict[str, list[dict[str, Any]]]:
@@ -401,7 +419,7 @@ def run_trials_tune(
             return {"mgtc": {"ok": False, "error": text}}
 
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPU}),
+        tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
         param_space={"trial": tune.grid_search(list(configs))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),

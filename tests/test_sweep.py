@@ -80,6 +80,15 @@ def test_set_and_cli_overrides_apply_to_every_trial(tmp_path):
     assert {(t.cfg.optim.epochs, t.cfg.optim.lr) for t in spec.trials} == {(3, 0.01)}
 
 
+def test_grid_axes_can_be_replaced_or_added_from_the_command_line(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path), axes=["optim.seed=[5]", "optim.lr=[0.001, 0.002]"])
+    assert {t.cfg.optim.seed for t in spec.trials} == {5}
+    assert len(spec.trials) == 2 * 3 * 1 * 2
+    assert "8x4-none-lr=0.002-s5" in {t.name for t in spec.trials}
+    with pytest.raises(SweepError, match="expected axis="):
+        load_sweep(write_sweep(tmp_path), axes=["optim.seed"])
+
+
 def test_base_path_is_found_next_to_the_sweep_file(tmp_path, monkeypatch):
     (tmp_path / "train_cfg.yaml").write_text(yaml.safe_dump(INLINE_BASE))
     path = write_sweep(tmp_path, base="train_cfg.yaml", grid={"optim.seed": [0, 1, 2]})
@@ -134,6 +143,24 @@ def test_bad_sweep_file_keys_and_options(tmp_path):
         load_sweep(write_sweep(tmp_path, sweep={"name": "x", "max_concurrent": -1}))
     with pytest.raises(SweepError, match=r"(?s)base config: .*num_classes"):
         load_sweep(write_sweep(tmp_path, base={"data": {"train_manifest": "t.txt"}}))
+
+
+@pytest.mark.parametrize("name, trials", [("sweep_synthetic_paper", 21), ("sweep_smoke", 2)])
+def test_shipped_sweep_files_validate(name, trials):
+    repo = Path(__file__).resolve().parent.parent
+    spec = load_sweep(repo / "jobs" / "configs" / f"{name}.yaml")
+    assert len(spec.trials) == trials
+
+
+def test_the_paper_sweep_holds_the_studys_settings():
+    repo = Path(__file__).resolve().parent.parent
+    spec = load_sweep(repo / "jobs" / "configs" / "sweep_synthetic_paper.yaml")
+    settings = list(dict.fromkeys(t.setting for t in spec.trials))
+    assert settings == ["8x4-none", "16x2-none", "16x2-mgtc_ratio-r0.25", "16x2-mgtc_ratio-r0.5",
+                        "16x2-random-r0.5", "16x2-running_cell-r0.5", "16x2-mgtc_threshold-tau@r0.5"]
+    assert {t.cfg.optim.seed for t in spec.trials} == {0, 1, 2}
+    # Same time span: frames x stride is 32 source frames for both frame rates.
+    assert {t.cfg.data.num_frames * t.cfg.data.sampling_rate for t in spec.trials} == {32}
 
 
 # ------------------------------------------------------------------------------ aggregation
