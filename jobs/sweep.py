@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=None,
                    help="folder for Tune trial folders and a copy of the sweep's artifacts "
                         "(default: the trainer's run folder, runs/)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="logical CPUs of the local Ray started when RAY_ADDRESS is unset "
+                        "(default: the cores; more lets a small machine hold a trainer, its "
+                        "decode actor and the read tasks at once)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the trials; run nothing")
     return p
 
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {trial.index:3d}  {trial.name}")
     if args.dry_run:
         return 0
-    outcome = run_sweep(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri)
+    outcome = run_sweep(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
+                        num_cpus=args.num_cpus)
     print()
     print(results_markdown(outcome.rows, outcome.results))
     failed = sum(r.status != "FINISHED" for r in outcome.results)

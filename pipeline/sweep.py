@@ -472,13 +472,15 @@ def run_sweep(
     *,
     runs_dir: str | Path | None = None,
     tracking_uri: str = "",
+    num_cpus: int | None = None,
     log: Callable[[str], None] = print,
 ) -> SweepOutcome:
     """Run every trial of `spec` and record the sweep in MLflow; see the module docstring.
 
-    train_fn defaults to `train_and_test`. Ray is started locally when no
-    cluster is connected. runs_dir (default: the trainer's run folder, `runs/`) holds Tune's
-    trial folders and a copy of the parent's artifacts under sweeps/<parent run name>/.
+    train_fn defaults to `train_and_test`. Ray: the running session, else the cluster in
+    RAY_ADDRESS, else a local one with `num_cpus` logical CPUs (default: the cores).
+    runs_dir (default: the trainer's run folder, `runs/`) holds Tune's trial folders and a
+    copy of the parent's artifacts under sweeps/<parent run name>/.
     """
     import ray
     from mlflow import MlflowClient
@@ -503,7 +505,10 @@ def run_sweep(
                                         experiment=experiment, run_prefix=run_name)
                    for t in spec.trials}
         if not ray.is_initialized():
-            ray.init()
+            if os.environ.get("RAY_ADDRESS"):
+                ray.init(address=os.environ["RAY_ADDRESS"])
+            else:
+                ray.init(num_cpus=num_cpus)
         width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
         log(f"running {len(configs)} trials, {width} at a time")
         raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
@@ -793,29 +798,53 @@ def _style_maps(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict[st
     return ({f: colours[i % len(colours)] for i, f in enumerate(frames)}, markers)
 
 
+def dodge(xs: Sequence[float], fraction: float = 0.012) -> list[float]:
+    """x positions with points of (nearly) equal x spread sideways, so that settings at the
+    same cost (the fixed-budget study) do not hide each other; shifts are a `fraction` of
+    the x range per point and keep the group centred on its true x."""
+    finite = [x for x in xs if not math.isnan(x)]
+    if not finite:
+        return list(xs)
+    span = (max(finite) - min(finite)) or abs(finite[0]) or 1.0
+    step = fraction * span
+    order = sorted((x, i) for i, x in enumerate(xs) if not math.isnan(x))
+    groups: list[list[int]] = []
+    for x, i in order:
+        if groups and x - xs[groups[-1][0]] <= step:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out = list(xs)
+    for group in groups:
+        for k, i in enumerate(group):
+            out[i] = xs[i] + (k - (len(group) - 1) / 2) * step
+    return out
+
+
 def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, title: str):
-    """Top-1 (mean ± std over seeds) against one cost; colour = frames, marker = strategy."""
+    """Top-1 (mean ± std over seeds) against one cost; colour = frames, marker = strategy,
+    label = masking (r = ratio, tau = threshold)."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     colours, markers = _style_maps(rows)
-    fig = Figure(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.8, 4.6))
     ax = fig.add_subplot(1, 1, 1)
-    for row in rows:
-        x, y = row[f"{x_key}_mean"], row["top1_mean"]
-        if math.isnan(x) or math.isnan(y):
-            continue
+    drawn = [r for r in rows if not (math.isnan(r[f"{x_key}_mean"]) or math.isnan(r["top1_mean"]))]
+    xs = dodge([r[f"{x_key}_mean"] for r in drawn])
+    for x, row in zip(xs, drawn):
+        y = row["top1_mean"]
         xerr = None if math.isnan(row[f"{x_key}_std"]) else row[f"{x_key}_std"]
         yerr = None if math.isnan(row["top1_std"]) else row["top1_std"]
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=colours[row["frames"]],
                     marker=markers.get(row["strategy"], "o"), markersize=8, capsize=3, linestyle="")
-        ax.annotate(row["mask"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.annotate(row["mask"], (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=f) for f, c in colours.items()]
     used = dict.fromkeys(r["strategy"] for r in rows)
     handles += [Line2D([], [], color="grey", marker=markers.get(s, "o"), linestyle="", label=s)
                 for s in used]
     ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.set_xlabel(x_label)
+    ax.set_xlabel(x_label + " (equal costs spread sideways)")
     ax.set_ylabel("top-1 (%), mean ± std over seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
