@@ -6,7 +6,7 @@ Options below are mgtc's; every other argument goes to the job unchanged (put jo
 that clash with them after `--`). With `--follow` the logs stream here and the exit code
 mirrors the job: 0 SUCCEEDED, the driver's code when FAILED, 130 when STOPPED.
 
-    mgtc submit train --config cluster/configs/k400_finetune.yaml --set optim.epochs=1 \\
+    mgtc submit train --config jobs/configs/k400_vitb_32x2_mgtc25.yaml --set optim.epochs=1 \\
         --address http://127.0.0.1:8265 --follow
 """
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 JOB_MODULES = {
     "precompute": "jobs.precompute",
@@ -204,7 +207,10 @@ def packed_files(working_dir: Path, excludes: Sequence[str]) -> list[tuple[str, 
         if path.is_file():
             files.append((str(path.relative_to(root)), path.stat().st_size))
 
-    _dir_travel(root, [_get_excludes(root, list(excludes))], visit, include_gitignore=include_gitignore)
+    # Our logger, not Ray's: Ray's says "Ignoring upload ... .gitignore" at INFO for every
+    # ignore file it meets, which Ray repeats anyway when it packs.
+    _dir_travel(root, [_get_excludes(root, list(excludes))], visit,
+                include_gitignore=include_gitignore, logger=log)
     return files
 
 
@@ -304,7 +310,6 @@ def entrypoint(kind: str, job_args: Sequence[str]) -> str:
 class Submission:
     """Everything `submit_job` receives, resolved and checked."""
 
-    kind: str
     submission_id: str
     entrypoint: str
     runtime_env: dict
@@ -342,7 +347,7 @@ def plan_submission(kind: str, job_args: Sequence[str], *, runtime_env_path: Pat
     metadata = {"mgtc_kind": kind, "mgtc_config": name, "git_commit": commit,
                 "git_dirty": str(dirty).lower(), "user": _user()}
     refuse_secrets(metadata.items(), "metadata")
-    return Submission(kind=kind, submission_id=sub_id, entrypoint=command, runtime_env=env,
+    return Submission(submission_id=sub_id, entrypoint=command, runtime_env=env,
                       metadata=metadata, packed_bytes=packed,
                       entrypoint_resources=dict(entrypoint_resources or {}))
 
@@ -514,6 +519,8 @@ class Cluster:
 
     def follow(self, sub_id: str, out: IO[str] | None = None):
         """Stream the job's logs to `out` (stdout) until it ends; returns its final JobDetails."""
+        import aiohttp
+
         out = out or sys.stdout
         self.info(sub_id)
 
@@ -521,8 +528,6 @@ class Cluster:
             async for chunk in self.client.tail_job_logs(sub_id):
                 out.write(chunk)
                 out.flush()
-
-        import aiohttp
 
         try:
             asyncio.run(tail())

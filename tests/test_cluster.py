@@ -223,15 +223,15 @@ def test_manifest_entry_point_exists_and_parses_its_arguments(name, command):
         from pipeline.config import load_config
 
         assert (REPO / config).is_file(), f"{config} is not in the project (the image's {IMAGE_WORKDIR})"
-        load_config(REPO / config)
+        load_config(REPO / config, getattr(args, "overrides", []))
 
 
 def test_train_job_asks_for_as_many_gpu_pods_as_ray_train_workers():
     from pipeline.config import load_config
 
     (_, job), = [(n, j) for n, j in of_kind("RayJob") if "jobs.train" in j["spec"]["entrypoint"]]
-    tokens = shlex.split(job["spec"]["entrypoint"])
-    cfg = load_config(REPO / tokens[tokens.index("--config") + 1])
+    args = job_parser("jobs.train").parse_args(shlex.split(job["spec"]["entrypoint"])[3:])
+    cfg = load_config(REPO / args.config, args.overrides)
     gpu_pods = sum(g["replicas"] for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
                    if any(gpus(c) for c in containers(g)))
     assert cfg.scaling.use_gpu and gpu_pods == cfg.scaling.num_workers
