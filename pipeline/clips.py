@@ -21,6 +21,7 @@ Token scores follow the clip's own window, crop and flip, and are taken BEFORE R
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -428,23 +429,39 @@ SHARD_COLUMNS = (
     "cell", "cells_height", "cells_width", "pair_cells", "boundary_cells",
 )
 MEMBER_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.int64()), ("video_id", pa.int64())])
-# Environment handed to the actors: the AWS chain the driver sees (a cluster started
+# Environment handed to the workers: the AWS chain the driver sees (a cluster started
 # before these were set would not pass them on). Never logged (see `_Env`).
 FORWARDED_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
     "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
     "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
 )
+# Reading shard parts and shuffling source rows is I/O and bookkeeping. At 0 CPUs these
+# tasks never wait for a CPU slot behind the decode actors and the trainers: with every
+# CPU held by actors, 1-CPU upstream tasks never start and the epoch hangs (seen on 2 CPUs).
+LIGHT_CPUS = 0
+
+
+class _Env(dict):
+    """Environment for the workers; its repr names the variables only, so credentials never
+    land in a log line that prints task or actor arguments."""
+
+    def __repr__(self) -> str:
+        return f"_Env({sorted(self)})"
+
+
+def _forwarded_env() -> _Env:
+    return _Env({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
 
 
 @dataclass(frozen=True)
 class SplitVideos:
     """The videos of a split, resolved in the driver from the manifest and the shards'
-    `path` column (no cell map is read here).
+    `path` / `part` columns (no cell map is read here).
 
-    scored: (path, label, video_id) of videos whose scores come from shard cell maps.
-    computed: videos whose scores are computed on the decoded clip (no shards, or eval
-      videos the shards lack: eval views are exact either way).
+    scored: (path, label, video_id, part) of videos whose scores come from shard cell maps.
+    computed: (path, label, video_id) of videos whose scores are computed on the decoded
+      clip (no shards, or eval videos the shards lack: eval views are exact either way).
     skipped: reason -> count of manifest videos that make no clips.
     """
 
@@ -491,12 +508,13 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
     d = cfg.data
     manifest = {"train": d.train_manifest, "val": d.val_manifest, "test": d.test_manifest}[split]
     skipped: dict[str, int] = {}
-    shard_paths: set[str] = set()
+    part_of: dict[str, int] = {}
     table = None
     if d.shards:
         check_shards(cfg, shards.read_meta(d.shards))
-        table = shards.read_shards(d.shards, sampling_rate=d.sampling_rate, columns=["path", "label", "line"])
-        shard_paths = set(table.column("path").to_pylist())
+        table = shards.read_shards(d.shards, sampling_rate=d.sampling_rate,
+                                   columns=["path", "label", "line", "part"])
+        part_of = dict(zip(table.column("path").to_pylist(), table.column("part").to_pylist()))
     if manifest:
         rows = read_manifest(manifest)
         ok = [(r.path, int(r.label), i) for i, r in enumerate(rows) if not r.error and r.label is not None]
@@ -507,15 +525,14 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
                       table.column("line").to_pylist()))
     else:
         raise ValueError(f"split {split!r} needs data.{split}_manifest")
-    if not d.shards:
-        videos = SplitVideos(_members([]), _members(ok), skipped)
-    else:
-        scored = [r for r in ok if r[0] in shard_paths]
-        rest = [r for r in ok if r[0] not in shard_paths]
-        if split == "train" and rest:
-            skipped["not in shards"] = len(rest)
-            rest = []
-        videos = SplitVideos(_members(scored), _members(rest), skipped)
+    scored = [r for r in ok if r[0] in part_of]
+    rest = [r for r in ok if r[0] not in part_of]
+    if d.shards and split == "train" and rest:
+        skipped["not in shards"] = len(rest)
+        rest = []
+    members = _members(scored)
+    parts = pa.array([part_of[r[0]] for r in scored], pa.int32())
+    videos = SplitVideos(members.append_column("part", parts), _members(rest), skipped)
     if skipped:
         log.warning("clips: %s split: %d videos, skipped %s", split, videos.num_videos, skipped)
     return videos
@@ -527,56 +544,78 @@ def num_clips(cfg: Config, split: str) -> int:
     return split_videos(cfg, split).num_videos * clip_spec(cfg, split).views
 
 
-def _attach_members(batch: pa.Table, members: pa.Table, rate: int) -> pa.Table:
-    """Shard rows of `rate` whose video is a member, with the member's label and video_id."""
-    batch = batch.filter(pc.equal(batch.column("sampling_rate"), rate))
-    idx = pc.index_in(batch.column("path"), value_set=members.column("path"))
+def source_schema(cell: int) -> pa.Schema:
+    """Columns of a source row: the shard columns the clip makers read (minus the rate),
+    plus the member's label and video_id."""
+    schema = shards.shard_schema(cell)
+    return pa.schema([schema.field(c) for c in SHARD_COLUMNS if c != "sampling_rate"]
+                     + [MEMBER_SCHEMA.field("label"), MEMBER_SCHEMA.field("video_id")])
+
+
+def _shard_rows(batch: pa.Table, rate: int, schema: pa.Schema, env: _Env) -> pa.Table:
+    """Source rows of the members of one shard part (a 1-row batch of `file`, `members`)."""
+    os.environ.update(env)
+    members = pa.Table.from_pylist(json.loads(batch.column("members")[0].as_py()), schema=MEMBER_SCHEMA)
+    table = storage.read_table(batch.column("file")[0].as_py(), columns=list(SHARD_COLUMNS),
+                               filters=[("sampling_rate", "=", rate)])
+    idx = pc.index_in(table.column("path"), value_set=members.column("path"))
     keep = pc.is_valid(idx)
-    batch, idx = batch.filter(keep), idx.filter(keep)
-    return (batch.drop_columns(["sampling_rate"])
-            .append_column("label", members.column("label").take(idx))
-            .append_column("video_id", members.column("video_id").take(idx)))
+    table, idx = table.filter(keep), idx.filter(keep)
+    table = (table.drop_columns(["sampling_rate"])
+             .append_column("label", members.column("label").take(idx))
+             .append_column("video_id", members.column("video_id").take(idx)))
+    return table.cast(schema)
 
 
-def _computed_rows(members: pa.Table, like: pa.Schema | None) -> pa.Table:
-    """Member rows in the shard-row schema `like` with cell = 0 (no cell maps), so that
-    both kinds of rows share one dataset; just the members without shards."""
-    if like is None:
+def _computed_rows(members: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """Member rows in the source schema with cell = 0 (no maps), so that both kinds of rows
+    share one dataset; just the members when there are no shards."""
+    if schema is None:
         return members
     n = members.num_rows
     columns = []
-    for f in like:
+    for f in schema:
         if f.name in MEMBER_SCHEMA.names:
             columns.append(members.column(f.name))
         elif pa.types.is_list(f.type):
             columns.append(pa.array([[]] * n, type=f.type))
         else:
             columns.append(pa.array([0] * n, type=f.type))
-    return pa.Table.from_arrays(columns, schema=like)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _source(cfg: Config, videos: SplitVideos) -> "ray.data.Dataset":  # noqa: F821
-    """One row per video: shard rows joined to their members (streamed from Parquet), plus
-    the members without shards. Light until the clip makers decode."""
+def block_rows(num_videos: int, actors: int, batch: int) -> int:
+    """Videos per source block. An actor task takes a whole block, so a small data set
+    needs small blocks to keep every actor busy (about 4 blocks per actor); a big one keeps
+    whole shard parts together (each part file is then read once per epoch)."""
+    return max(batch, -(-num_videos // (4 * max(actors, 1))))
+
+
+def _source(cfg: Config, videos: SplitVideos, rows: int) -> "ray.data.Dataset":  # noqa: F821
+    """One row per video, in blocks of <= `rows` videos: shard rows read part by part (only
+    the parts holding members), plus the members without shards. Light until the clip
+    makers decode, and built so that no stage needs a CPU slot: the blocks are cut in the
+    driver, not by a repartition task."""
     import ray.data
 
     d = cfg.data
     parts = []
-    like = None
+    schema = None
     if videos.scored.num_rows:
-        files = shards.list_shard_files(d.shards)
-        fs, _ = storage.filesystem_for(d.shards)
-        cell = int(shards.read_meta(d.shards)["config"]["cell"])
-        schema = shards.shard_schema(cell)
-        like = pa.schema([schema.field(c) for c in SHARD_COLUMNS if c != "sampling_rate"]
-                         + [MEMBER_SCHEMA.field("label"), MEMBER_SCHEMA.field("video_id")])
-        read = ray.data.read_parquet([storage.filesystem_for(f)[1] for f in files], filesystem=fs)
-        parts.append(read.select_columns(list(SHARD_COLUMNS)).map_batches(
-            _attach_members, fn_kwargs={"members": videos.scored, "rate": d.sampling_rate},
-            batch_format="pyarrow", batch_size=None,
+        schema = source_schema(int(shards.read_meta(d.shards)["config"]["cell"]))
+        by_part: dict[int, list] = {}
+        for path, label, vid, part in zip(*(videos.scored.column(c).to_pylist() for c in
+                                            ("path", "label", "video_id", "part"))):
+            by_part.setdefault(part, []).append({"path": path, "label": label, "video_id": vid})
+        items = [{"file": shards.shard_file(storage.normalize(d.shards), p), "members": json.dumps(m[i : i + rows])}
+                 for p, m in sorted(by_part.items()) for i in range(0, len(m), rows)]
+        parts.append(ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _shard_rows, fn_kwargs={"rate": d.sampling_rate, "schema": schema, "env": _forwarded_env()},
+            batch_size=1, batch_format="pyarrow", num_cpus=LIGHT_CPUS,
         ))
     if videos.computed.num_rows:
-        parts.append(ray.data.from_arrow(_computed_rows(videos.computed, like)))
+        table = _computed_rows(videos.computed, schema)
+        parts.append(ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)]))
     if not parts:
         raise ValueError("no videos to make clips from (see the warnings above)")
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
@@ -585,35 +624,35 @@ def _source(cfg: Config, videos: SplitVideos) -> "ray.data.Dataset":  # noqa: F8
 def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset":  # noqa: F821
     """The clip stream of a split (lazy; Ray Train re-executes it every epoch).
 
-    train: one row per training video per epoch, in a new random order with new random
-    windows, crops and flips each epoch; val/test: clips x crops rows per video,
-    deterministic. Columns: OUTPUT_COLUMNS (docs/INTERFACES.md). Decoding runs in
-    `data.decode_actors` CPU actors; a video that fails is dropped with a warning (before
-    Ray Train's split, so ranks still get equal shares).
+    train: one row per training video per epoch, in a new order (reproducible from `seed`
+    and the epoch) with new random windows, crops and flips each epoch; val/test: clips x
+    crops rows per video, deterministic. Columns: OUTPUT_COLUMNS (docs/INTERFACES.md).
+    Decoding runs in up to `data.decode_actors` CPU actors; a video that fails is dropped
+    with a warning (before Ray Train's split, so ranks still get equal shares).
     """
     import warnings
 
     import ray.data
 
     spec = clip_spec(cfg, split)
-    videos = split_videos(cfg, split)
-    ds = _source(cfg, videos)
     batch = TRAIN_BATCH if spec.train else EVAL_BATCH
+    videos = split_videos(cfg, split)
+    ds = _source(cfg, videos, block_rows(videos.num_videos, cfg.data.decode_actors, batch))
     if spec.train:
-        ds = ds.random_shuffle()  # new order every execution (= epoch)
-    # Blocks of at most `batch` videos: an actor task takes a whole block, so a big block
-    # would keep the other actors idle.
-    ds = ds.repartition(target_num_rows_per_block=batch)
-    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        # A new order every execution (= epoch), the same for the same seed and epoch.
+        order = ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True)
+        ds = ds.random_shuffle(seed=order, num_cpus=LIGHT_CPUS)
     with warnings.catch_warnings():
         # max_restarts / max_task_retries exist only as ray_remote_args (deprecated spelling
         # in Ray 2.60, no named replacement yet).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
         ds = ds.map_batches(
             ClipMaker,
-            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": _Env(env)},
+            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": _forwarded_env()},
             batch_size=batch,
             batch_format="numpy",
+            # Autoscaling from one actor: a fixed pool holding every CPU Ray Data may use
+            # would leave none for anything else in the plan.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.data.decode_actors),
             num_cpus=1,
             max_restarts=ACTOR_RETRIES,
@@ -622,11 +661,3 @@ def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset
     # A block whose actor crashed twice is dropped, not the run (this dataset's own context).
     ds.context.max_errored_blocks = MAX_ERRORED_BLOCKS
     return ds
-
-
-class _Env(dict):
-    """Environment for the actors; its repr names the variables only, so credentials never
-    land in a log line that prints actor arguments."""
-
-    def __repr__(self) -> str:
-        return f"_Env({sorted(self)})"

@@ -7,6 +7,7 @@ precompute job's own `score_video` (no Ray), the integration test runs `run_prec
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -147,6 +148,12 @@ def test_imagenet_constants_are_timms():
 
     assert clips.IMAGENET_DEFAULT_MEAN == IMAGENET_DEFAULT_MEAN
     assert clips.IMAGENET_DEFAULT_STD == IMAGENET_DEFAULT_STD
+
+
+def test_block_rows_keep_every_actor_busy_and_big_parts_whole():
+    assert clips.block_rows(8, 2, 4) == 4  # tiny set: the batch size
+    assert clips.block_rows(100, 2, 1) == 13  # ~4 blocks per actor
+    assert clips.block_rows(240_000, 32, 4) == 1875  # Kinetics: whole 32-video parts
 
 
 def test_to_model_inputs_normalises_on_device():
@@ -316,10 +323,23 @@ def test_clip_dataset_through_ray(ray_local, tmp_path):
     moved = sum(not np.array_equal(epochs[0][v], epochs[1][v]) for v in epochs[0])
     assert moved >= 2, moved
 
-    # The test manifest's videos are not in the shards: exact scores computed on the views
-    # (determinism of views is tested without Ray above).
-    rows = sorted(clips.clip_dataset(cfg, "test").take_all(), key=lambda r: (r["video_id"], r["view"]))
-    assert len(rows) == clips.num_clips(cfg, "test") == 4 * 6
-    assert [r["view"] for r in rows] == list(range(6)) * 4
-    assert [r["video_id"] for r in rows] == [v for v in range(4) for _ in range(6)]
+    # Eval on a manifest of the 4 shard videos plus 4 the shards lack (scores computed on
+    # the views: the same numbers), behind a 1-CPU actor like the evaluator's: on 2 CPUs the
+    # source must not need a CPU slot that the two actors hold.
+    both = tmp_path / "data" / "both.csv"
+    both.write_text(paths["train"].read_text() + paths["test"].read_text())
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_manifest=str(both)))
+
+    class Consumer:
+        def __call__(self, batch):
+            return batch
+
+    test = clips.clip_dataset(cfg, "test").map_batches(
+        Consumer, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, batch_size=4)
+    rows = sorted(test.take_all(), key=lambda r: (r["video_id"], r["view"]))
+    videos = clips.split_videos(cfg, "test")
+    assert (videos.scored.num_rows, videos.computed.num_rows) == (4, 4)
+    assert len(rows) == clips.num_clips(cfg, "test") == 8 * 6
+    assert [r["view"] for r in rows] == list(range(6)) * 8
+    assert [r["video_id"] for r in rows] == [v for v in range(8) for _ in range(6)]
     assert all(np.isinf(r["scores"][0]).all() and np.isfinite(r["scores"][1:]).all() for r in rows)
