@@ -207,6 +207,16 @@ def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[s
     client.set_terminated(run_id, status)
 
 
+def last_logged_metrics(uri: str, run_id: str) -> dict[str, float]:
+    """The latest value of every metric of a run, with `epoch` = the last logged epoch."""
+    client = _client(uri)
+    metrics = dict(client.get_run(run_id).data.metrics)
+    epochs = [m.step for m in client.get_metric_history(run_id, EPOCH_KEY)]
+    if epochs:
+        metrics["epoch"] = max(epochs)
+    return metrics
+
+
 class RunLogger:
     """Rank 0's handle on the job's run: epoch metrics and images, each epoch logged once."""
 

@@ -67,6 +67,7 @@ from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
 from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
 from pipeline.tracking import (
     RunLogger,
+    last_logged_metrics,
     finish_run,
     mask_overlay,
     resolve_tracking_uri,
@@ -665,8 +666,11 @@ def run_training(
     except Exception:
         finish_run(uri, run_id, status="FAILED")
         raise
+    # The last epoch's metrics (top1, kept_ratio, ...); a rerun of a finished run reports
+    # none to Ray, so they come from its MLflow run then.
+    last = result.metrics or last_logged_metrics(uri, run_id)
     summary = {
-        **(result.metrics or {}),  # the last epoch's metrics (top1, kept_ratio, ...)
+        **last,
         "wall_time_s": time.perf_counter() - start,
         "run_name": name,
         "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint else None,

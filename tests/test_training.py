@@ -248,6 +248,7 @@ def test_two_workers_checkpoint_every_epoch_track_and_resume(ray_local, mlflow_s
     # A rerun with the same name resumes: nothing left to do, no extra epoch, the same run.
     again = run_training(cfg, datasets=datasets())
     assert again["mlflow_run_id"] == run.info.run_id
+    assert again["epoch"] == 2 and again["top1"] == summary["top1"]  # the finished run's numbers
     assert epoch_steps(client, run.info.run_id, "loss") == [1, 2]
     assert load_state(again["checkpoint"])["epoch"] == 2
     # ... and with more epochs it continues where it stopped.
@@ -317,7 +318,7 @@ def test_config_errors_exit_2_before_ray_starts(tmp_path, monkeypatch, capsys):
 @pytest.mark.integration
 def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
     """synthetic videos -> precompute shards -> clip_dataset (decode actors) -> TorchTrainer ->
-    multi-view evaluation of the final checkpoint, all through the public entry points."""
+    multi-view evaluation of the final checkpoint."""
     from pipeline.evaluate import run_evaluation
     from pipeline.precompute import PrecomputeConfig, run_precompute
     from pipeline.synth import make_dataset
@@ -331,7 +332,7 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
                       f"data.val_manifest={paths['val']}", f"data.test_manifest={paths['test']}",
                       "data.val_clips=1", "data.test_clips=2", "data.test_crops=1", "data.mixup=0", "data.cutmix=0",
                       "scaling.num_workers=1", "optim.epochs=1", "optim.warmup_epochs=0", "scaling.name=e2e")
-    summary = run_training(cfg)
+    summary = run_training(cfg)  # streams clip_dataset: decode actor beside the 0.5-CPU trainer
     assert summary["epoch"] == 1 and summary["train_clips"] == 8  # 2 of 4 videos per class train
     assert summary["val_videos"] == 4 and summary["kept_ratio"] == 0.5
     result = run_evaluation(cfg, summary["checkpoint"])
