@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from pipeline.sweep import SweepError, load_sweep, results_markdown, run_sweep
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {trial.index:3d}  {trial.name}")
     if args.dry_run:
         return 0
+    # Parallel trials' Ray Data progress bars interleave into noise; the sweep prints a line
+    # per finished trial instead. Set before Ray starts: local workers inherit it.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     outcome = run_sweep(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
                         num_cpus=args.num_cpus)
     print()

@@ -399,9 +399,32 @@ def concurrency(options: SweepOptions, cfg: Config, total_cpus: float, num_trial
     return max(1, min(num_trials, int(total_cpus // per_trial)))
 
 
+def _progress_callback(total: int, log: Callable[[str], None]):
+    """A Tune callback printing one line per trial as it ends (Tune itself runs silent)."""
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.done = 0
+            self.start = time.monotonic()
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            payload = (trial.last_result or {}).get("mgtc") or {}
+            state = "finished" if payload.get("ok") else "FAILED"
+            log(f"[{self.done}/{total}] {trial.config['trial']}: {state} "
+                f"({time.monotonic() - self.start:.0f} s into the sweep)")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            log(f"[{self.done}/{total}] {trial.config['trial']}: FAILED in Tune")
+
+    return Progress()
+
+
 def run_trials_tune(
     configs: Mapping[str, Config], train_fn: TrainFn, *, max_concurrent: int, storage_path: str,
-    name: str,
+    name: str, log: Callable[[str], None] = print,
 ) -> dict[str, tuple[dict[str, Any] | None, str]]:
     """Run train_fn on every config as a Ray Tune function trainable.
 
@@ -422,7 +445,8 @@ def run_trials_tune(
         tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
         param_space={"trial": tune.grid_search(list(configs))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  callbacks=[_progress_callback(len(configs), log)]),
     )
     out: dict[str, tuple[dict[str, Any] | None, str]] = {}
     for result in tuner.fit():
@@ -512,7 +536,7 @@ def run_sweep(
         width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
         log(f"running {len(configs)} trials, {width} at a time")
         raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
-                              storage_path=str(runs / "tune"))
+                              storage_path=str(runs / "tune"), log=log)
         results = [record_trial(client, exp_id, parent_id, t, configs[t.name], *raw[t.name],
                                 parent_start=parent.info.start_time, sweep_name=spec.options.name)
                    for t in spec.trials]
