@@ -298,11 +298,12 @@ def _empty_output(spec: ClipSpec) -> dict[str, np.ndarray]:
 class ClipMaker:
     """Ray Data callable class (one per actor): a batch of video rows -> a batch of clips.
 
-    Input columns: `path` (local path or s3:// URI), `label`, `video_id`, and optionally the
-    shard columns of `pipeline.shards` (`cell` > 0, `num_sampled`, `resized_height`,
-    `resized_width`, `tubelet`, `cells_height`, `cells_width`, `pair_cells`,
-    `boundary_cells`); a row without them (`cell` absent or 0) gets its scores computed on
-    the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives one
+    Input columns: `path` (local path or s3:// URI), `label`, `video_id`, and where scores
+    come from shards either `shard_file` (the part file holding the video's shard row; the
+    actor reads it, caching the last few parts) or the shard row's own columns (`cell` > 0,
+    `num_sampled`, `resized_height`, `resized_width`, `tubelet`, `cells_height`,
+    `cells_width`, `pair_cells`, `boundary_cells`). A row with neither gets its scores
+    computed on the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives one
     row per video, val/test `clips * crops` rows per video. A video that fails is dropped
     with a warning and counted in `self.failed`: one bad file never sinks an epoch.
 
@@ -325,6 +326,7 @@ class ClipMaker:
             if self.spec.train and self.spec.rand_augment else None
         )
         self.failed = 0
+        self._parts = PartCache(self.spec.sampling_rate)
         # One CPU per actor (num_cpus=1): torch's intra-op pool would only oversubscribe it.
         torch.set_num_threads(1)
 
@@ -358,6 +360,8 @@ class ClipMaker:
     def make(self, row: dict[str, Any]) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Clips of one video row: [(view, pixels [T, S, S, 3] uint8, scores [T', S/p, S/p])]."""
         spec = self.spec
+        if int(row.get("cell", 0) or 0) <= 0 and str(row.get("shard_file", "") or ""):
+            row = {**row, **self._parts.row(str(row["shard_file"]), str(row["path"]))}
         cells, cell = row_cells_or_none(row, spec)
 
         def checked(m: int) -> int:
@@ -383,6 +387,32 @@ class ClipMaker:
 
         frames, positions = read_frames(row["path"], spec.sampling_rate, spec.short_side, union, size)
         return eval_views(spec, frames, positions, views, cells, cell)
+
+
+class PartCache:
+    """Shard rows of one sampling rate from part files, the last `size` parts kept: eval
+    rows arrive in manifest order, so an actor's next video is usually in the same part.
+    The read is one part file (cell-map columns only) per miss."""
+
+    def __init__(self, rate: int, size: int = 4):
+        self.rate, self.size = rate, size
+        self._tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+
+    def row(self, file: str, path: str) -> dict[str, Any]:
+        """The shard columns of video `path` in part `file` (list columns as pyarrow list
+        scalars, which `shards.row_cells` reads without copying)."""
+        if file not in self._tables:
+            table = storage.read_table(file, columns=list(SHARD_COLUMNS),
+                                       filters=[("sampling_rate", "=", self.rate)])
+            self._tables[file] = (table, {p: i for i, p in enumerate(table.column("path").to_pylist())})
+            while len(self._tables) > self.size:
+                self._tables.pop(next(iter(self._tables)))
+        table, index = self._tables[file]
+        if path not in index:
+            raise KeyError(f"no shard row for {storage.redact(path)} at rate {self.rate} in {storage.redact(file)}")
+        i = index[path]
+        return {c: (table.column(c)[i] if c in ("pair_cells", "boundary_cells") else table.column(c)[i].as_py())
+                for c in SHARD_COLUMNS if c not in ("path", "sampling_rate")}
 
 
 def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -429,22 +459,18 @@ SHARD_COLUMNS = (
     "cell", "cells_height", "cells_width", "pair_cells", "boundary_cells",
 )
 MEMBER_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.int64()), ("video_id", pa.int64())])
-# Environment handed to the workers: the AWS chain the driver sees (a cluster started
+# Environment handed to the actors: the AWS chain the driver sees (a cluster started
 # before these were set would not pass them on). Never logged (see `_Env`).
 FORWARDED_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
     "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
     "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
 )
-# Reading shard parts and shuffling source rows is I/O and bookkeeping. At 0 CPUs these
-# tasks never wait for a CPU slot behind the decode actors and the trainers: with every
-# CPU held by actors, 1-CPU upstream tasks never start and the epoch hangs (seen on 2 CPUs).
-LIGHT_CPUS = 0
 
 
 class _Env(dict):
-    """Environment for the workers; its repr names the variables only, so credentials never
-    land in a log line that prints task or actor arguments."""
+    """Environment for the actors; its repr names the variables only, so credentials never
+    land in a log line that prints actor arguments."""
 
     def __repr__(self) -> str:
         return f"_Env({sorted(self)})"
@@ -544,81 +570,19 @@ def num_clips(cfg: Config, split: str) -> int:
     return split_videos(cfg, split).num_videos * clip_spec(cfg, split).views
 
 
-def source_schema(cell: int) -> pa.Schema:
-    """Columns of a source row: the shard columns the clip makers read (minus the rate),
-    plus the member's label and video_id."""
-    schema = shards.shard_schema(cell)
-    return pa.schema([schema.field(c) for c in SHARD_COLUMNS if c != "sampling_rate"]
-                     + [MEMBER_SCHEMA.field("label"), MEMBER_SCHEMA.field("video_id")])
-
-
-def _shard_rows(batch: pa.Table, rate: int, schema: pa.Schema, env: _Env) -> pa.Table:
-    """Source rows of the members of one shard part (a 1-row batch of `file`, `members`)."""
-    os.environ.update(env)
-    members = pa.Table.from_pylist(json.loads(batch.column("members")[0].as_py()), schema=MEMBER_SCHEMA)
-    table = storage.read_table(batch.column("file")[0].as_py(), columns=list(SHARD_COLUMNS),
-                               filters=[("sampling_rate", "=", rate)])
-    idx = pc.index_in(table.column("path"), value_set=members.column("path"))
-    keep = pc.is_valid(idx)
-    table, idx = table.filter(keep), idx.filter(keep)
-    table = (table.drop_columns(["sampling_rate"])
-             .append_column("label", members.column("label").take(idx))
-             .append_column("video_id", members.column("video_id").take(idx)))
-    return table.cast(schema)
-
-
-def _computed_rows(members: pa.Table, schema: pa.Schema | None) -> pa.Table:
-    """Member rows in the source schema with cell = 0 (no maps), so that both kinds of rows
-    share one dataset; just the members when there are no shards."""
-    if schema is None:
-        return members
-    n = members.num_rows
-    columns = []
-    for f in schema:
-        if f.name in MEMBER_SCHEMA.names:
-            columns.append(members.column(f.name))
-        elif pa.types.is_list(f.type):
-            columns.append(pa.array([[]] * n, type=f.type))
-        else:
-            columns.append(pa.array([0] * n, type=f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def block_rows(num_videos: int, actors: int, batch: int) -> int:
-    """Videos per source block. An actor task takes a whole block, so a small data set
-    needs small blocks to keep every actor busy (about 4 blocks per actor); a big one keeps
-    whole shard parts together (each part file is then read once per epoch)."""
-    return max(batch, -(-num_videos // (4 * max(actors, 1))))
-
-
-def _source(cfg: Config, videos: SplitVideos, rows: int) -> "ray.data.Dataset":  # noqa: F821
-    """One row per video, in blocks of <= `rows` videos: shard rows read part by part (only
-    the parts holding members), plus the members without shards. Light until the clip
-    makers decode, and built so that no stage needs a CPU slot: the blocks are cut in the
-    driver, not by a repartition task."""
-    import ray.data
-
+def source_rows(cfg: Config, videos: SplitVideos) -> list[dict[str, Any]]:
+    """One light row per video: path, label, video_id and the shard part file that holds
+    its cell maps ("" = scores computed on the clip). Scored videos first, in part order."""
     d = cfg.data
-    parts = []
-    schema = None
+    out = []
     if videos.scored.num_rows:
-        schema = source_schema(int(shards.read_meta(d.shards)["config"]["cell"]))
-        by_part: dict[int, list] = {}
-        for path, label, vid, part in zip(*(videos.scored.column(c).to_pylist() for c in
-                                            ("path", "label", "video_id", "part"))):
-            by_part.setdefault(part, []).append({"path": path, "label": label, "video_id": vid})
-        items = [{"file": shards.shard_file(storage.normalize(d.shards), p), "members": json.dumps(m[i : i + rows])}
-                 for p, m in sorted(by_part.items()) for i in range(0, len(m), rows)]
-        parts.append(ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _shard_rows, fn_kwargs={"rate": d.sampling_rate, "schema": schema, "env": _forwarded_env()},
-            batch_size=1, batch_format="pyarrow", num_cpus=LIGHT_CPUS,
-        ))
-    if videos.computed.num_rows:
-        table = _computed_rows(videos.computed, schema)
-        parts.append(ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)]))
-    if not parts:
-        raise ValueError("no videos to make clips from (see the warnings above)")
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        root = storage.normalize(d.shards)
+        cols = (videos.scored.column(c).to_pylist() for c in ("path", "label", "video_id", "part"))
+        out += [{"path": p, "label": lab, "video_id": v, "shard_file": shards.shard_file(root, part)}
+                for p, lab, v, part in zip(*cols)]
+    cols = (videos.computed.column(c).to_pylist() for c in ("path", "label", "video_id"))
+    out += [{"path": p, "label": lab, "video_id": v, "shard_file": ""} for p, lab, v in zip(*cols)]
+    return out
 
 
 def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset":  # noqa: F821
@@ -636,12 +600,18 @@ def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset
 
     spec = clip_spec(cfg, split)
     batch = TRAIN_BATCH if spec.train else EVAL_BATCH
-    videos = split_videos(cfg, split)
-    ds = _source(cfg, videos, block_rows(videos.num_videos, cfg.data.decode_actors, batch))
+    rows = source_rows(cfg, split_videos(cfg, split))
+    if not rows:
+        raise ValueError(f"no videos to make clips from in split {split!r} (see the warnings above)")
+    # One light row per block, made in the driver: the plan has no task outside the decode
+    # actors. (Separate read / shuffle tasks need a worker process each; on a node whose
+    # worker slots the actors and trainers hold, Ray starts them only after a ~60 s timeout,
+    # every epoch.) The actors read the cell maps themselves (`PartCache`).
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     if spec.train:
-        # A new order every execution (= epoch), the same for the same seed and epoch.
-        order = ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True)
-        ds = ds.random_shuffle(seed=order, num_cpus=LIGHT_CPUS)
+        # A full shuffle at no data movement (one row per block), new every execution (=
+        # epoch) and the same for the same seed and epoch.
+        ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True))
     with warnings.catch_warnings():
         # max_restarts / max_task_retries exist only as ray_remote_args (deprecated spelling
         # in Ray 2.60, no named replacement yet).

@@ -150,12 +150,6 @@ def test_imagenet_constants_are_timms():
     assert clips.IMAGENET_DEFAULT_STD == IMAGENET_DEFAULT_STD
 
 
-def test_block_rows_keep_every_actor_busy_and_big_parts_whole():
-    assert clips.block_rows(8, 2, 4) == 4  # tiny set: the batch size
-    assert clips.block_rows(100, 2, 1) == 13  # ~4 blocks per actor
-    assert clips.block_rows(240_000, 32, 4) == 1875  # Kinetics: whole 32-video parts
-
-
 def test_to_model_inputs_normalises_on_device():
     pixels = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
     scores = torch.rand(2, 2, 2, 2)
