@@ -25,14 +25,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from pipeline import storage
+from pipeline.clips import clip_dataset, to_model_inputs
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.flops import encoder_shape, gmacs_per_view
+from pipeline.model import build_model, build_pretrain_model, load_videomae_checkpoint
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
+from pipeline.shards import calibrated_tau
+from pipeline.tracking import finish_run, log_metrics, resolve_tracking_uri, start_run, summary_params
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +111,6 @@ class VideoScores:
 
     def merge_across_ranks(self, device: torch.device) -> dict[str, float]:
         """All-reduce over the process group (if any) and score: top1, top5, videos, views."""
-        import torch.distributed as dist
-
         distributed = dist.is_available() and dist.is_initialized()
         top_id = torch.tensor([max(self.sums, default=-1), self.views], device=device)
         if distributed:
@@ -160,8 +164,6 @@ def resolve_tau(cfg: Config) -> float | None:
     """The threshold of `mgtc_threshold`: `masking.tau`, or the calibrated one from
     `<data.shards>/calibration.json` (`mgtc calibrate`) for this sampling rate and score mode
     when `masking.calibrated`. None for every other strategy."""
-    from pipeline.shards import calibrated_tau
-
     k = cfg.masking
     if k.strategy != "mgtc_threshold":
         return None
@@ -175,8 +177,6 @@ def resolve_tau(cfg: Config) -> float | None:
 
 def make_model(cfg: Config) -> nn.Module:
     """The network of `cfg`: VideoMAE classifier (finetune) or MAE model (pretrain)."""
-    from pipeline.model import build_model, build_pretrain_model
-
     m, d = cfg.model, cfg.data
     common = dict(
         num_frames=d.num_frames, img_size=d.input_size, patch_size=m.patch, tubelet_size=m.tubelet,
@@ -195,10 +195,6 @@ def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> s
     `load_videomae_checkpoint` (non-strict, prefixes handled, head dropped on a class-count
     change).
     """
-    import pyarrow.fs as pafs
-
-    from pipeline.model import load_videomae_checkpoint
-
     fs, path = storage.filesystem_for(uri)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         state_uri = storage.join(uri, STATE_FILE)
@@ -254,8 +250,6 @@ class ViewClassifier:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pipeline.clips import to_model_inputs
-
         x, scores, labels = to_model_inputs(batch, self.device)
         ids = torch.as_tensor(batch["video_id"])
         views = torch.as_tensor(batch["view"])
@@ -283,8 +277,6 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
     if cfg.optim.mode != "finetune":
         raise ValueError("evaluation needs a classifier: optim.mode must be 'finetune'")
     if dataset is None:
-        from pipeline.clips import clip_dataset
-
         dataset = clip_dataset(cfg, split)
     tau = resolve_tau(cfg)
     s = cfg.scaling
@@ -330,8 +322,6 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
 
     Returns the metrics plus mlflow_run_id, tracking_uri and checkpoint.
     """
-    from pipeline.tracking import finish_run, resolve_tracking_uri, start_run, summary_params
-
     uri = resolve_tracking_uri(cfg)
     tau = resolve_tau(cfg)
     views = (cfg.data.test_clips, cfg.data.test_crops) if split == "test" else (cfg.data.val_clips, cfg.data.val_crops)
@@ -346,18 +336,9 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
     except Exception:
         finish_run(uri, run_id, status="FAILED")
         raise
-    from mlflow import MlflowClient
-
-    MlflowClient(uri).log_batch(run_id, metrics=_metrics(metrics))
+    log_metrics(uri, run_id, metrics, step=0)
     finish_run(uri, run_id, final=metrics)
     return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": run_id, "tracking_uri": uri}
-
-
-def _metrics(values: dict[str, float]) -> list:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -207,6 +207,15 @@ def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[s
     client.set_terminated(run_id, status)
 
 
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) -> None:
+    """Log the finite values of `metrics` at `step` in one batch."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+    _client(uri).log_batch(run_id, metrics=batch)
+
+
 def last_logged_metrics(uri: str, run_id: str) -> dict[str, float]:
     """The latest value of every metric of a run, with `epoch` = the last logged epoch."""
     client = _client(uri)
@@ -222,6 +231,7 @@ class RunLogger:
 
     def __init__(self, uri: str, run_id: str) -> None:
         self.client = _client(uri)
+        self.uri = uri
         self.run_id = run_id
         self._logged = {m.step for m in self.client.get_metric_history(run_id, EPOCH_KEY)}
 
@@ -230,15 +240,9 @@ class RunLogger:
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> bool:
         """Log `metrics` at step `epoch`; False (nothing logged) if that epoch is already in."""
-        from mlflow.entities import Metric
-
         if self.has_epoch(epoch):
             return False
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(k, float(v), now, epoch) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
-        ]
-        self.client.log_batch(self.run_id, metrics=batch)
+        log_metrics(self.uri, self.run_id, metrics, step=epoch)
         self._logged.add(epoch)
         return True
 

@@ -39,6 +39,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -50,9 +51,11 @@ from timm.data.random_erasing import RandomErasing
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
 from pipeline import storage
+from pipeline.clips import clip_dataset, num_clips, to_model_inputs
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.evaluate import (
     STATE_FILE,
@@ -67,8 +70,8 @@ from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
 from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
 from pipeline.tracking import (
     RunLogger,
-    last_logged_metrics,
     finish_run,
+    last_logged_metrics,
     mask_overlay,
     resolve_tracking_uri,
     scaled_lr,
@@ -309,8 +312,6 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     time, so read it as an upper bound there). Sample: (pixels [T, S, S, 3] uint8,
     keep [T', H', W'] bool) of the epoch's first clip, for the mask image.
     """
-    from pipeline.clips import to_model_inputs
-
     cfg = recipe.cfg
     model.train()
     counters = EpochCounters(recipe)
@@ -356,8 +357,6 @@ def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
     mean per video, merged over ranks), val_videos, val_kept_ratio, val_gflops_per_view,
     val_clips_per_s. Pre-training: val_loss (MAE loss, seeded mask) and the same counters.
     """
-    from pipeline.clips import to_model_inputs
-
     if shard is None:
         return {}
     cfg = recipe.cfg
@@ -577,8 +576,6 @@ def storage_location(cfg: Config) -> tuple[str, Any]:
     path = cfg.scaling.storage_path
     if not storage.is_s3(path):
         return str(Path(path).expanduser().resolve()), None
-    import pyarrow.fs as pafs
-
     kwargs: dict[str, Any] = {}
     endpoint = storage.endpoint_from_env()
     if endpoint:
@@ -595,8 +592,6 @@ def storage_location(cfg: Config) -> tuple[str, Any]:
 
 def build_datasets(cfg: Config) -> dict[str, Any]:
     """The clip streams of the data path: train (+ val when the data has a val split)."""
-    from pipeline.clips import clip_dataset
-
     datasets = {"train": clip_dataset(cfg, "train", seed=cfg.optim.seed)}
     if cfg.data.val_manifest:
         datasets["val"] = clip_dataset(cfg, "val")
@@ -624,15 +619,11 @@ def run_training(
     A rerun with the same `scaling.name` and storage resumes from the latest checkpoint and
     continues the same MLflow run; a worker that dies is restarted (`scaling.max_failures`).
     """
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     s = cfg.scaling
     name = run_name(cfg)
     uri = resolve_tracking_uri(cfg)
     tau = resolve_tau(cfg)
     if datasets is None:
-        from pipeline.clips import num_clips
-
         datasets = build_datasets(cfg)
         num_train_clips = num_clips(cfg, "train") if num_train_clips is None else num_train_clips
     clips = num_train_clips if num_train_clips is not None else datasets["train"].count()
