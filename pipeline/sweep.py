@@ -13,10 +13,11 @@ A sweep file (YAML) has four keys:
 
 Every trial config is built and validated when the file is loaded, before Ray starts; a bad
 trial is reported by index, name and field. `run_sweep` then opens one MLflow parent run,
-runs each trial's `train_fn(cfg)` (the real one is `pipeline.training.run_training`) as a
-Ray Tune function trainable (which may launch a TorchTrainer inside, the Train V2 pattern),
-makes each trial's run a child of the parent, and logs on the parent the aggregated table
-(`results.csv`, `results.md`), the per-trial table (`trials.csv`) and the plots.
+runs each trial's `train_fn(cfg)` (by default `train_and_test`: `run_training`, then the
+multi-view test) as a Ray Tune function trainable, which launches its TorchTrainer inside
+(the Train V2 pattern), makes each trial's run a child of the parent, and logs on the parent
+the aggregated table (`results.csv`, `results.md`), the per-trial table (`trials.csv`), the
+accuracy plots and the mask / motion pictures.
 
 A trial that raises is recorded as a FAILED child run with an `error` tag and a failed row;
 the other trials go on. The sweep counts as a success when at least one trial finished.
@@ -185,17 +186,23 @@ def _load_base(base: Any, sweep_file: Path, overrides: list[str]) -> tuple[Confi
                 path = sweep_file.parent / base
             return load_config(path, overrides), path.stem
         if isinstance(base, dict):
-            inline = [f"{section}.{key}={json.dumps(value)}"
-                      for section, values in base.items()
-                      for key, value in (values or {}).items()] if all(
-                isinstance(v, dict) or v is None for v in base.values()) else None
-            if inline is None:
-                raise ConfigError("an inline base must map sections to mappings of fields")
-            return replace(Config(), inline + overrides), "inline"
+            # Validated once, with the overrides: an inline base may leave a field to `set`.
+            return replace(Config(), _as_overrides(base) + overrides), "inline"
     except ConfigError as err:
         raise SweepError(f"{sweep_file}: base config: {err}") from None
     raise SweepError(f"{sweep_file}: base: expected a training config path or an inline mapping, "
                      f"got {base!r}")
+
+
+def _as_overrides(sections: dict[str, Any]) -> list[str]:
+    """An inline config mapping {section: {field: value}} as `section.field=value` strings
+    (JSON values are YAML, so `replace` parses them back to the same types)."""
+    out = []
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a mapping of fields, got {values!r}")
+        out += [f"{section}.{key}={json.dumps(value)}" for key, value in values.items()]
+    return out
 
 
 def _load_options(raw: Any, default_name: str) -> SweepOptions:

@@ -141,6 +141,8 @@ def test_bad_sweep_file_keys_and_options(tmp_path):
         load_sweep(write_sweep(tmp_path, sweep={"name": "x", "max_concurent": 2}))
     with pytest.raises(SweepError, match="max_concurrent"):
         load_sweep(write_sweep(tmp_path, sweep={"name": "x", "max_concurrent": -1}))
+    with pytest.raises(SweepError, match="data: expected a mapping of fields"):
+        load_sweep(write_sweep(tmp_path, base={"data": 3}))
     with pytest.raises(SweepError, match=r"(?s)base config: .*num_classes"):
         load_sweep(write_sweep(tmp_path, base={"data": {"train_manifest": "t.txt"}}))
 
