@@ -462,6 +462,7 @@ def child_main() -> None:
     _die_with_parent()
     video.TORCH_FIRST = False  # this process never imports torch
     video.load_decord()  # import now, while the parent waits for its first task
+    _send(protocol_out, {"ready": True})
     while True:
         request = _recv_blocking(sys.stdin.buffer)
         if request is None:
@@ -484,7 +485,10 @@ def _signal_reason(returncode: int | None) -> str:
     if returncode is None:
         return "decoder crashed: no exit status"
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else "?"
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "?"
         hint = " (killed: out of memory?)" if -returncode == signal.SIGKILL else ""
         return f"decoder crashed: signal {-returncode} ({name}){hint}"
     return f"decoder crashed: exit code {returncode}"
@@ -496,11 +500,14 @@ class DecoderProcess:
     `run` never raises for a bad video: a crash (segfault, OOM kill, abort) or a timeout
     becomes {"ok": False, "stage": "decode", "error": ...}. A crashed video is retried
     `crash_retries` times in a fresh process (an OOM kill may be transient); a timeout is not.
+    `timeout_s` counts from the request; a new child's start-up (imports) has its own
+    `startup_s`, so a loaded machine does not turn a slow start into a video's timeout.
     """
 
-    def __init__(self, timeout_s: float, crash_retries: int = 1):
-        self.timeout_s, self.crash_retries = timeout_s, crash_retries
+    def __init__(self, timeout_s: float, crash_retries: int = 1, startup_s: float = 120.0):
+        self.timeout_s, self.crash_retries, self.startup_s = timeout_s, crash_retries, startup_s
         self.proc: subprocess.Popen | None = None
+        self.ready = False
 
     def _start(self) -> subprocess.Popen:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -513,7 +520,7 @@ class DecoderProcess:
         )
 
     def _kill(self) -> int | None:
-        proc, self.proc = self.proc, None
+        proc, self.proc, self.ready = self.proc, None, False
         if proc is None:
             return None
         if proc.poll() is None:
@@ -542,22 +549,40 @@ class DecoderProcess:
             got += len(data)
         return b"".join(chunks)
 
+    def _recv(self, deadline: float) -> dict | None:
+        header = self._read_exact(_HEADER.size, deadline)
+        body = None if header is None else self._read_exact(_HEADER.unpack(header)[0], deadline)
+        return None if body is None else pickle.loads(body)
+
+    def _wait_ready(self) -> str:
+        """'' once the child has imported its decoder, else why it did not."""
+        if self.ready:
+            return ""
+        try:
+            self.ready = self._recv(time.monotonic() + self.startup_s) is not None
+        except TimeoutError:
+            self._kill()
+            return f"decoder crashed: did not start within {self.startup_s:g} s"
+        return "" if self.ready else _signal_reason(self._kill()) + " while starting"
+
     def _once(self, request: dict) -> dict:
         self.start()
+        failed = self._wait_ready()
+        if failed:
+            return {"ok": False, "stage": "decode", "crash": True, "error": failed}
         deadline = time.monotonic() + self.timeout_s
         try:
             _send(self.proc.stdin, request)
-            header = self._read_exact(_HEADER.size, deadline)
-            body = None if header is None else self._read_exact(_HEADER.unpack(header)[0], deadline)
+            reply = self._recv(deadline)
         except TimeoutError:
             self._kill()
             return {"ok": False, "stage": "decode", "crash": False,
                     "error": f"timed out: no result after {self.timeout_s:g} s"}
         except (BrokenPipeError, ConnectionResetError):
-            body = None
-        if body is None:
+            reply = None
+        if reply is None:
             return {"ok": False, "stage": "decode", "crash": True, "error": _signal_reason(self._kill())}
-        return pickle.loads(body)
+        return reply
 
     def run(self, path: str, config: dict) -> dict:
         request = {"path": path, "config": config}
