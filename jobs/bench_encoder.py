@@ -241,6 +241,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def contention_warning(share: float, threshold: float = 0.8) -> list[str]:
+    """A warning paragraph when other jobs took the cores during the measured steps."""
+    if share >= threshold:
+        return []
+    return [
+        f"**Measured while other jobs used these cores** (CPU share {share:.2f} < "
+        f"{threshold}): the wall-clock columns (ms/iter, measured speedup, measured / ideal) "
+        "mostly measure those jobs. The CPU-time speedup is the better guide here; re-run "
+        "on an idle machine for wall-clock numbers.",
+        "",
+    ]
+
+
 def section_text(
     table: str, args: argparse.Namespace, argv: list[str], conditions: Conditions
 ) -> str:
@@ -264,6 +277,7 @@ def section_text(
         f"- date: {date}",
         f"- command: `{command}`",
         "",
+        *contention_warning(conditions.cpu_share),
         table,
         "",
         "GFLOPs/view are encoder multiply-adds per clip (VideoMAE's convention; real FLOPs "
