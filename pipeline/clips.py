@@ -326,7 +326,7 @@ class ClipMaker:
             if self.spec.train and self.spec.rand_augment else None
         )
         self.failed = 0
-        self._parts = PartCache(self.spec.sampling_rate)
+        self._parts = PartCache(self.spec.sampling_rate, whole_parts=not self.spec.train)
         # One CPU per actor (num_cpus=1): torch's intra-op pool would only oversubscribe it.
         torch.set_num_threads(1)
 
@@ -390,29 +390,42 @@ class ClipMaker:
 
 
 class PartCache:
-    """Shard rows of one sampling rate from part files, the last `size` parts kept: eval
-    rows arrive in manifest order, so an actor's next video is usually in the same part.
-    The read is one part file (cell-map columns only) per miss."""
+    """Shard rows of one sampling rate, read from part files by the actor.
 
-    def __init__(self, rate: int, size: int = 4):
-        self.rate, self.size = rate, size
+    Eval rows arrive in manifest order, so an actor's next video is usually in a part it
+    just read: whole parts are read and the last `size` kept. Training rows arrive in random
+    order: each read asks only for the video's row (a path filter), which touches only its
+    own row group when the parts are written with small row groups (otherwise the whole
+    part is decoded and the rest dropped).
+    """
+
+    def __init__(self, rate: int, size: int = 4, whole_parts: bool = True):
+        self.rate, self.size, self.whole_parts = rate, size, whole_parts
         self._tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+
+    def _read(self, file: str, path: str) -> tuple[pa.Table, dict[str, int]]:
+        filters = [("sampling_rate", "=", self.rate)]
+        if not self.whole_parts:
+            return _indexed(storage.read_table(file, columns=list(SHARD_COLUMNS), filters=filters + [("path", "=", path)]))
+        if file not in self._tables:
+            self._tables[file] = _indexed(storage.read_table(file, columns=list(SHARD_COLUMNS), filters=filters))
+            while len(self._tables) > self.size:
+                self._tables.pop(next(iter(self._tables)))
+        return self._tables[file]
 
     def row(self, file: str, path: str) -> dict[str, Any]:
         """The shard columns of video `path` in part `file` (list columns as pyarrow list
         scalars, which `shards.row_cells` reads without copying)."""
-        if file not in self._tables:
-            table = storage.read_table(file, columns=list(SHARD_COLUMNS),
-                                       filters=[("sampling_rate", "=", self.rate)])
-            self._tables[file] = (table, {p: i for i, p in enumerate(table.column("path").to_pylist())})
-            while len(self._tables) > self.size:
-                self._tables.pop(next(iter(self._tables)))
-        table, index = self._tables[file]
+        table, index = self._read(file, path)
         if path not in index:
             raise KeyError(f"no shard row for {storage.redact(path)} at rate {self.rate} in {storage.redact(file)}")
         i = index[path]
         return {c: (table.column(c)[i] if c in ("pair_cells", "boundary_cells") else table.column(c)[i].as_py())
                 for c in SHARD_COLUMNS if c not in ("path", "sampling_rate")}
+
+
+def _indexed(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    return table, {p: i for i, p in enumerate(table.column("path").to_pylist())}
 
 
 def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
