@@ -1,9 +1,11 @@
 """Training and evaluation clip stream: video rows -> decoded, augmented clips + token scores.
 
-Ray Data runs everything here in CPU actors; the GPU trainers never decode:
+Ray Data runs the decoding in CPU actors; the GPU trainers never decode:
 
-    source rows, one per video (`video`, `label`, `video_id`, and with shards the cell maps)
-      -> map_batches(ClipMaker, compute=ActorPoolStrategy(size=data.decode_actors))
+    split manifest (+ shards' path / part columns)   -> one light row per video      (driver)
+      path, label, video_id, shard_file              -> randomize_block_order (train)
+      -> map_batches(ClipMaker, ActorPoolStrategy(min_size=1, max_size=data.decode_actors))
+         (reads the video's shard row, decodes only the needed frames, crops, scores)
       -> one row per clip: pixels uint8 [T, S, S, 3], scores float32 [T', S/p, S/p],
          label, video_id, view
 
@@ -15,13 +17,11 @@ Sampling follows VideoMAE on the stride-s frame sequence g_m = source frame m*s 
 - val / test: clips x crops views; temporal starts as VideoMAE's test mode, S x S crops along
   the long side with offsets snapped to the shard cell grid, so that shard scores are exact.
 Token scores follow the clip's own window, crop and flip, and are taken BEFORE RandAugment
-(and before the trainer's random erasing / mixup): from the shard cell maps when
-`data.shards` is set, else with `motion.token_scores` on the decoded, cropped clip.
+(and before the trainer's random erasing / mixup): from the shard cell maps when the video
+has a shard row, else with `motion.token_scores` on the decoded, cropped clip.
 """
-
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,7 +31,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
@@ -256,7 +255,6 @@ def eval_views(
             scores = clip_scores(spec, pixels, clip_positions, cells, box, cell, False)
             out.append((c * spec.crops + k, pixels, scores))
     return out
-
 
 
 def read_frames(
