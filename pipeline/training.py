@@ -277,6 +277,7 @@ class EpochCounters:
         self.loss = torch.zeros((), dtype=torch.float64, device=recipe.device)
         self.host = np.zeros(3)  # clips, kept tokens, encoder GMACs
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
 
     def add(self, loss: torch.Tensor, kept: list[int], encoded: list[int]) -> None:
         """loss: mean over the batch (0-d); kept / encoded: tokens per clip, selected / run."""
@@ -285,8 +286,11 @@ class EpochCounters:
 
     def reduce(self) -> dict[str, float]:
         """Totals over all ranks: loss (mean per clip), kept_ratio, gflops_per_view,
-        clips, seconds (this rank's wall time) and clips_per_s (all clips / seconds)."""
+        clips, seconds (this rank's wall time), cpu_seconds (this rank's process CPU time, all
+        threads: what the step costs whoever else shares the machine) and clips_per_s (all
+        clips / seconds)."""
         seconds = time.perf_counter() - self.start
+        cpu_seconds = time.process_time() - self.cpu_start
         totals = torch.cat([self.loss.view(1), torch.from_numpy(self.host).to(self.device)])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
@@ -298,6 +302,7 @@ class EpochCounters:
             "gflops_per_view": gmacs / n,
             "clips": clips,
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "clips_per_s": clips / seconds if seconds > 0 else math.nan,
         }
 
@@ -309,7 +314,8 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     the tokens it ran, mean per clip), clips_per_s (all ranks' clips per wall second of this
     epoch, data loading included), epoch_time (s), data_wait_frac (share of rank 0's epoch
     spent waiting for the next batch; on GPU the wait also absorbs unsynchronised kernel
-    time, so read it as an upper bound there). Sample: (pixels [T, S, S, 3] uint8,
+    time, so read it as an upper bound there), train_cpu_s (rank 0's process CPU time in
+    the epoch). Sample: (pixels [T, S, S, 3] uint8,
     keep [T', H', W'] bool) of the epoch's first clip, for the mask image.
     """
     cfg = recipe.cfg
@@ -345,6 +351,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
         "clips_per_s": totals["clips_per_s"],
         "epoch_time": totals["seconds"],
         "data_wait_frac": waited / totals["seconds"],
+        "train_cpu_s": totals["cpu_seconds"],
         "train_clips": totals["clips"],
     }, sample
 
