@@ -18,6 +18,7 @@ from pipeline.evaluate import (
     evaluate,
     format_table,
     make_model,
+    resolve_tau,
     run_evaluation,
     select_eval,
     topk_accuracy,
@@ -167,3 +168,23 @@ def test_ray_data_evaluation_local_and_s3_checkpoint(ray_local, mlflow_server, s
     s3.upload_file(str(ckpt / STATE_FILE), s3_bucket, f"ckpt/{STATE_FILE}")
     from_s3 = evaluate(cfg, f"s3://{s3_bucket}/ckpt", dataset=ray.data.from_items(rows))
     assert from_s3["top1"] == pytest.approx(expect["top1"]) and math.isfinite(from_s3["gflops_per_view"])
+
+
+def test_tau_explicit_or_calibrated_from_the_shards(tmp_path):
+    import json
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "calibration.json").write_text(json.dumps({
+        "mask_ratio": 0.5, "score_mode": "boundary",
+        "sampling_rates": {"1": {"tau": 0.042, "tokens": 10, "masked_fraction": 0.5}},
+    }))
+    cfg = config(tmp_path)
+    assert resolve_tau(cfg) is None  # random: no threshold
+    assert resolve_tau(replace(cfg, ["masking.strategy=mgtc_threshold", "masking.tau=0.1"])) == 0.1
+    calibrated = replace(cfg, ["masking.strategy=mgtc_threshold", "masking.calibrated=true"])
+    assert resolve_tau(calibrated) == 0.042
+    with pytest.raises(KeyError, match="sampling_rate=2"):
+        resolve_tau(replace(calibrated, ["data.sampling_rate=2"]))
+    with pytest.raises(ValueError, match="score_mode"):
+        resolve_tau(replace(calibrated, ["masking.score_mode=consecutive"]))

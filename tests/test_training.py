@@ -337,3 +337,14 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
     assert summary["val_videos"] == 4 and summary["kept_ratio"] == 0.5
     result = run_evaluation(cfg, summary["checkpoint"])
     assert (result["videos"], result["views"]) == (4, 8) and 0 <= result["top1"] <= 100
+
+
+def test_job_summary_names_what_a_user_needs():
+    from jobs.train import format_summary
+
+    text = format_summary({"run_name": "r", "epoch": 3, "top1": 81.456, "top5": 95.0, "kept_ratio": 0.75,
+                           "gflops_per_view": 304.5, "clips_per_s": 12.3, "checkpoint": "s3://b/r/epoch_0003",
+                           "mlflow_run_id": "abc", "tracking_uri": "http://mlflow:5000"})
+    for needle in ("81.5 / 95.0", "75.0", "304", "12.30", "s3://b/r/epoch_0003", "abc (http://mlflow:5000)"):
+        assert needle in text
+    assert "- / -" in format_summary({"run_name": "pretrain"})  # no accuracy in pre-training
