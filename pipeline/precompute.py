@@ -365,7 +365,8 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
     """Decode one local video once and compute its motion maps for every sampling rate.
 
     Returns {num_frames, fps, height, width, resized_height, resized_width,
-    decoded_frames, decode_s, score_s, rates: {s: CellScorer.result()[s]}}.
+    decoded_frames, decode_s, score_s (wall), decode_cpu_s, score_cpu_s (CPU time of this
+    process: insensitive to other load), rates: {s: CellScorer.result()[s]}}.
     Raises VideoError for anything wrong with the file.
     """
     try:
@@ -387,9 +388,9 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
         raise VideoError("validate", f"too small: {size_hw[0]}x{size_hw[1]} px after resizing, "
                                      f"smaller than one cell of {cfg.cell} px")
     scorer = CellScorer(cfg.sampling_rates, cfg.base_stride, cfg.tubelet, cfg.cell, *size_hw)
-    decode_s = score_s = 0.0
+    decode_s = score_s = decode_cpu = score_cpu = 0.0
     decoded = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         reader = video.open_reader(path, size_hw, threads=cfg.decode_threads)
     except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
@@ -399,17 +400,18 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
             frames = reader.get_batch(chunk.tolist()).asnumpy()
         except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
             raise VideoError("decode", f"decode error: {video.clean_decoder_error(str(err))}") from None
-        t1 = time.perf_counter()
-        decode_s += t1 - t0
+        t1, c1 = time.perf_counter(), time.process_time()
+        decode_s, decode_cpu = decode_s + t1 - t0, decode_cpu + c1 - c0
         scorer.feed(frames)
         decoded += len(frames)
-        t0 = time.perf_counter()
-        score_s += t0 - t1
+        t0, c0 = time.perf_counter(), time.process_time()
+        score_s, score_cpu = score_s + t0 - t1, score_cpu + c0 - c1
     del reader
     return {
         "num_frames": info.num_frames, "fps": info.fps, "height": info.height, "width": info.width,
         "resized_height": size_hw[0], "resized_width": size_hw[1], "decoded_frames": decoded,
-        "decode_s": decode_s, "score_s": score_s, "rates": scorer.result(),
+        "decode_s": decode_s, "score_s": score_s, "decode_cpu_s": decode_cpu, "score_cpu_s": score_cpu,
+        "rates": scorer.result(),
     }
 
 
