@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field, fields
@@ -905,8 +906,16 @@ def write_artifacts(
         log(f"mask pictures skipped: {type(err).__name__}: {err}")
 
 
+def metric_key(name: str) -> str:
+    """`name` with the characters MLflow refuses in metric keys (e.g. the '@' of 'tau@r0.5')
+    replaced by '_'; MLflow allows letters, digits, '_', '-', '.', ' ', ':' and '/'."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
+
+
 def _log_parent_metrics(client: Any, run_id: str, results: Sequence[TrialResult],
                         rows: Sequence[dict[str, Any]]) -> None:
+    """trials_finished / trials_failed and, per setting, top1/<setting> and
+    gflops_per_view/<setting> (means over seeds), for the parent's charts in the UI."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -915,7 +924,7 @@ def _log_parent_metrics(client: Any, run_id: str, results: Sequence[TrialResult]
     for row in rows:
         for key in ("top1", "gflops_per_view"):
             if not math.isnan(row[f"{key}_mean"]):
-                metrics.append(Metric(f"{key}/{row['setting']}", row[f"{key}_mean"], now, 0))
+                metrics.append(Metric(metric_key(f"{key}/{row['setting']}"), row[f"{key}_mean"], now, 0))
     client.log_batch(run_id, metrics=metrics)
 
 

@@ -217,6 +217,16 @@ def test_failed_seeds_are_rows_marked_failed_not_averaged(tmp_path):
     assert "- `8x4-mgtc_ratio-r0.5-s0`: RuntimeError: boom" in table
 
 
+def test_setting_names_become_valid_mlflow_metric_keys():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from pipeline.sweep import metric_key
+
+    key = metric_key("top1/16x2-mgtc_threshold-tau@r0.5")
+    assert key == "top1/16x2-mgtc_threshold-tau_r0.5"
+    _validate_metric_name(key)  # raises on a key MLflow refuses
+
+
 # ------------------------------------------------------------------------------ running
 
 # Stand-in trials run in Ray workers, which cannot import this test module by name.
@@ -242,7 +252,8 @@ def fake_train(cfg):
 def test_a_failed_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path, ray_local, picklable_tests):
     from mlflow import MlflowClient
 
-    grid = {"masking": PAPER_GRID["masking"][:2], "optim.seed": [0, 1]}
+    threshold = {"masking.strategy": "mgtc_threshold", "masking.calibrated": True, "masking.ratio": 0.5}
+    grid = {"masking": [*PAPER_GRID["masking"][:2], threshold], "optim.seed": [0, 1]}
     spec = load_sweep(write_sweep(tmp_path, grid=grid, sweep={"name": "fail", "max_concurrent": 2}))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_sweep(spec, fake_train, runs_dir=tmp_path / "runs", tracking_uri=uri, log=lambda s: None)
@@ -250,11 +261,14 @@ def test_a_failed_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path, ray_lo
     assert outcome.ok
     status = {r.trial.name: r.status for r in outcome.results}
     assert status == {"8x4-none-s0": "FINISHED", "8x4-none-s1": "FINISHED",
-                      "8x4-mgtc_ratio-r0.5-s0": "FINISHED", "8x4-mgtc_ratio-r0.5-s1": "FAILED"}
+                      "8x4-mgtc_ratio-r0.5-s0": "FINISHED", "8x4-mgtc_ratio-r0.5-s1": "FAILED",
+                      "8x4-mgtc_threshold-tau@r0.5-s0": "FINISHED",
+                      "8x4-mgtc_threshold-tau@r0.5-s1": "FINISHED"}
     client = MlflowClient(uri)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["trials_failed"] == 1 and parent.data.metrics["trials_finished"] == 3
+    assert parent.data.metrics["trials_failed"] == 1 and parent.data.metrics["trials_finished"] == 5
+    assert "top1/8x4-mgtc_threshold-tau_r0.5" in parent.data.metrics
     children = client.search_runs([outcome.experiment_id],
                                   f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
     by_name = {c.info.run_name: c for c in children}
