@@ -78,6 +78,7 @@ class ClipSpec:
     ratio: tuple[float, float] = (0.75, 1.3333)
     hflip: bool = True
     rand_augment: str = ""
+    num_sample: int = 1  # train: clips per decoded window (repeated augmentation)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -86,7 +87,8 @@ class ClipSpec:
 
     @property
     def views(self) -> int:
-        return 1 if self.train else self.clips * self.crops
+        """Rows per video: `num_sample` for train, clips x crops for val/test."""
+        return self.num_sample if self.train else self.clips * self.crops
 
 
 def clip_spec(cfg: Config, split: str) -> ClipSpec:
@@ -101,6 +103,7 @@ def clip_spec(cfg: Config, split: str) -> ClipSpec:
         input_size=d.input_size, short_side=d.short_side, patch=cfg.model.patch,
         tubelet=cfg.model.tubelet, score_mode=cfg.masking.score_mode, clips=clips, crops=crops,
         scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip, rand_augment=d.rand_augment,
+        num_sample=d.num_sample,
     )
 
 
@@ -301,8 +304,9 @@ class ClipMaker:
     actor reads it, caching the last few parts) or the shard row's own columns (`cell` > 0,
     `num_sampled`, `resized_height`, `resized_width`, `tubelet`, `cells_height`,
     `cells_width`, `pair_cells`, `boundary_cells`). A row with neither gets its scores
-    computed on the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives one
-    row per video, val/test `clips * crops` rows per video. A video that fails is dropped
+    computed on the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives
+    `num_sample` rows per video (one decoded window, independent crops/flips: VideoMAE's
+    repeated augmentation), val/test `clips * crops` rows per video. A video that fails is dropped
     with a warning and counted in `self.failed`: one bad file never sinks an epoch.
 
     Randomness (train only): one Generator per actor from `SeedSequence(entropy, spawn_key=
@@ -375,8 +379,8 @@ class ClipMaker:
                 row["path"], spec.sampling_rate, spec.short_side,
                 lambda m: video.train_window(checked(m), spec.num_frames, self._rng), size,
             )
-            pixels, scores = train_clip(spec, frames, positions, cells, cell, self._rng, self._augment)
-            return [(0, pixels, scores)]
+            return [(0, *train_clip(spec, frames, positions, cells, cell, self._rng, self._augment))
+                    for _ in range(spec.num_sample)]
         views: list[np.ndarray] = []
 
         def union(m: int) -> np.ndarray:
@@ -599,7 +603,7 @@ def source_rows(cfg: Config, videos: SplitVideos) -> list[dict[str, Any]]:
 def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset":  # noqa: F821
     """The clip stream of a split (lazy; Ray Train re-executes it every epoch).
 
-    train: one row per training video per epoch, in a new order (reproducible from `seed`
+    train: `data.num_sample` rows per training video per epoch, in a new order (reproducible from `seed`
     and the epoch) with new random windows, crops and flips each epoch; val/test: clips x
     crops rows per video, deterministic. Columns: OUTPUT_COLUMNS (docs/INTERFACES.md).
     Decoding runs in up to `data.decode_actors` CPU actors; a video that fails is dropped

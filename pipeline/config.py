@@ -48,6 +48,9 @@ class DataConfig:
     val_clips: int = 1
     val_crops: int = 1
     decode_actors: int = 1  # Ray Data actor pool size for clip decoding
+    # Repeated augmentation (VideoMAE's --num_sample): each training video is decoded once
+    # per epoch and gives this many clips (same temporal window, independent crops/flips).
+    num_sample: int = 1
     # VideoMAE augmentation (timm implementations)
     scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area range
     ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop aspect range
@@ -272,7 +275,7 @@ def validate(cfg: Config) -> None:
            f"data.input_size={d.input_size}: must be a positive multiple of model.patch={m.patch}")
     _check(e, d.short_side >= d.input_size,
            f"data.short_side={d.short_side}: must be >= data.input_size={d.input_size}")
-    for name in ("test_clips", "test_crops", "val_clips", "val_crops", "decode_actors"):
+    for name in ("test_clips", "test_crops", "val_clips", "val_crops", "decode_actors", "num_sample"):
         _check(e, getattr(d, name) >= 1, f"data.{name}={getattr(d, name)}: must be >= 1")
     _check(e, 0 < d.scale[0] <= d.scale[1] <= 1, f"data.scale={d.scale}: need 0 < min <= max <= 1")
     _check(e, 0 < d.ratio[0] <= d.ratio[1], f"data.ratio={d.ratio}: need 0 < min <= max")

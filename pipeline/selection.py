@@ -178,8 +178,9 @@ def _pad_rows(rows: list[torch.Tensor]) -> Selection:
     k = max(lengths)
     if min(lengths) == k:
         return Selection(torch.stack(rows))
-    ids = torch.zeros(len(rows), k, dtype=torch.long)
-    mask = torch.zeros(len(rows), k, dtype=torch.bool)
+    device = rows[0].device
+    ids = torch.zeros(len(rows), k, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), k, dtype=torch.bool, device=device)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
         mask[i, : len(r)] = True

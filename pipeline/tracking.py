@@ -60,15 +60,37 @@ def resolve_tracking_uri(cfg: Config) -> str:
 
 
 def git_commit(repo: str | Path | None = None) -> str:
-    """HEAD of the repository holding this code ('unknown' outside a git checkout)."""
+    """HEAD of the repository holding this code.
+
+    A job submitted with `mgtc submit` runs from an uploaded working dir without `.git`;
+    its submission metadata carries the commit (`git_commit`), which is used then.
+    'unknown' when neither is available.
+    """
     where = Path(repo) if repo else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
         )
+        if out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+        pass
+    return _job_metadata().get("git_commit") or "unknown"
+
+
+def _job_metadata() -> dict[str, Any]:
+    """The metadata of the Ray job this process is the entrypoint of ({} otherwise).
+
+    Ray 2.60 passes the job's config as JSON in `RAY_JOB_CONFIG_JSON_ENV_VAR`.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw).get("metadata", {})
+    except (ValueError, AttributeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def ray_submission_id() -> str | None:
@@ -77,13 +99,7 @@ def ray_submission_id() -> str | None:
     Ray 2.60 sets no dedicated variable: the job supervisor passes the job's metadata as
     JSON in `RAY_JOB_CONFIG_JSON_ENV_VAR`, under `metadata.job_submission_id`.
     """
-    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if not raw:
-        return None
-    try:
-        return json.loads(raw).get("metadata", {}).get("job_submission_id")
-    except (ValueError, AttributeError):
-        return None
+    return _job_metadata().get("job_submission_id")
 
 
 def summary_params(cfg: Config, *, world_size: int, tau: float | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline import clips, motion, precompute, selection, synth, video
-from pipeline.config import Config, DataConfig, MaskingConfig, ModelConfig
+from pipeline.config import Config, ConfigError, DataConfig, MaskingConfig, ModelConfig, replace
 
 CELL = 8
 TUBELET = 2
@@ -184,6 +184,24 @@ def test_clip_maker_train_batch(videos):
     plain = clips.ClipMaker(make_cfg(num_frames=8), "train", entropy=123)(as_batch([row]))
     assert np.array_equal(plain["scores"][0], out["scores"][0])
     assert not np.array_equal(plain["pixels"][0], out["pixels"][0])
+
+
+def test_repeated_augmentation_one_window_several_crops(videos):
+    """data.num_sample (VideoMAE's repeated augmentation): one decoded window per video,
+    num_sample clips with independent crops, each scored for its own crop."""
+    cfg = make_cfg(num_frames=8, sampling_rate=2, num_sample=3, scale=(0.3, 0.6))
+    row = shard_row(videos["right"], 2, 64, label=4, video_id=11)
+    maker = clips.ClipMaker(cfg, "train", entropy=77)
+    out = maker(as_batch([row, no_cells(row)]))
+    assert out["pixels"].shape == (6, 8, 48, 48, 3)
+    assert out["video_id"].tolist() == [11] * 6 and out["view"].tolist() == [0] * 6
+    for first in (0, 3):  # per video: three different crops, each with its own scores
+        clips3 = out["pixels"][first:first + 3]
+        assert not np.array_equal(clips3[0], clips3[1]) and not np.array_equal(clips3[1], clips3[2])
+        assert not np.array_equal(out["scores"][first], out["scores"][first + 1])
+    assert clips.clip_spec(cfg, "train").views == 3 and clips.clip_spec(cfg, "test").views == 6
+    with pytest.raises(ConfigError, match="data.num_sample"):
+        replace(cfg, ["data.num_sample=0"])
 
 
 def test_clip_maker_drops_a_bad_video_and_keeps_the_rest(videos, tmp_path):

@@ -14,6 +14,7 @@ from pipeline.tracking import (
     RUN_NAME_TAG,
     RunLogger,
     finish_run,
+    git_commit,
     mask_overlay,
     ray_submission_id,
     resolve_tracking_uri,
@@ -51,6 +52,15 @@ def test_submission_id_comes_from_the_job_config_ray_passes(monkeypatch):
     assert ray_submission_id() is None
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_abc"}}))
     assert ray_submission_id() == "raysubmit_abc"
+
+
+def test_git_commit_outside_a_checkout_comes_from_the_submission_metadata(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert git_commit(tmp_path) == "unknown"  # an uploaded working dir has no .git
+    meta = {"metadata": {"job_submission_id": "raysubmit_abc", "git_commit": "0123abcd"}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(meta))
+    assert git_commit(tmp_path) == "0123abcd"
+    assert len(git_commit()) == 40  # inside this checkout HEAD wins
 
 
 def test_summary_params(cfg):
