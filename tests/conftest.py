@@ -56,7 +56,8 @@ def ray_local():
     ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are limited
     ray.init(
         num_cpus=2,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         _temp_dir=ray_tmp,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
         log_to_driver=True,
