@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+from pathlib import Path
 
 BENCHMARKS = ("encoder", "precompute", "train")
 
@@ -27,3 +29,25 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     return 0
+
+
+def replace_section(document: str, section: str) -> str:
+    """Replace the block of `section`'s first line (a '## ' heading) up to the next '## '
+    heading in `document`, or append it. Each benchmark owns one section of BENCHMARKS.md."""
+    heading = section.splitlines()[0].rstrip()
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        prefix = document if document.endswith("\n") or not document else document + "\n"
+        return (prefix or "# Benchmarks\n") + "\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    tail = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+
+
+def write_section(path: Path, section: str) -> None:
+    """Rewrite only `section` of the local file `path`, atomically."""
+    document = path.read_text() if path.exists() else ""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(replace_section(document, section))
+    tmp.replace(path)

@@ -32,8 +32,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from jobs.bench import write_section
 from pipeline.flops import encoder_macs, encoder_shape
-from pipeline.model import IMAGENET_MEAN, IMAGENET_STD, VIT_SIZES, build_model, token_counts
+from pipeline.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIT_SIZES,
+    build_model,
+    token_counts,
+)
 from pipeline.motion import token_scores_torch
 from pipeline.selection import select_tokens
 
@@ -292,28 +299,6 @@ def section_text(
         "padded to the batch's longest).",
         "",
     ])
-
-
-def replace_section(document: str, section: str) -> str:
-    """Replace the `SECTION` block (up to the next '## ' heading) or append it."""
-    lines = document.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        prefix = document if document.endswith("\n") or not document else document + "\n"
-        if not prefix:
-            prefix = "# Benchmarks\n"
-        return prefix + "\n" + section
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-
-
-def write_section(path: Path, section: str) -> None:
-    """Rewrite only our section of `path`, atomically (others own the other sections)."""
-    document = path.read_text() if path.exists() else ""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(replace_section(document, section))
-    tmp.replace(path)
 
 
 def _keep_ratio(text: str) -> float:

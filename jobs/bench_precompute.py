@@ -32,6 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from jobs.bench import write_section
+
 SECTION = "## Precompute (issue 3)"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 
@@ -301,18 +303,6 @@ def section_text(body: str, info: dict, args: argparse.Namespace, argv: list[str
     ])
 
 
-def replace_section(document: str, section: str) -> str:
-    """Replace the `SECTION` block (up to the next '## ' heading) or append it."""
-    lines = document.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        prefix = document if document.endswith("\n") or not document else document + "\n"
-        return (prefix or "# Benchmarks\n") + "\n" + section
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -323,11 +313,8 @@ def main(argv: list[str] | None = None) -> int:
           f"to decode time; load {info['load_before']:.1f} -> "
           f"{info['load_after']:.1f}")
     if not args.no_write:
-        from pipeline import storage
-
         out = Path(args.output)
-        document = out.read_text() if out.exists() else ""
-        storage.write_bytes_atomic(str(out), replace_section(document, section_text(body, info, args, argv)).encode())
+        write_section(out, section_text(body, info, args, argv))
         print(f"updated {out} ({SECTION})")
     return 0
 

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.bench import write_section
+
 SECTION = "## End-to-end training (issue 4)"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 SETTINGS = (("all tokens", "none", 0.0), ("MGTC 25%", "mgtc_ratio", 0.25), ("MGTC 50%", "mgtc_ratio", 0.5))
@@ -216,26 +218,6 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
         "through a Ray Data model actor, decoding included, per wall second on the driver.",
         "",
     ])
-
-
-def replace_section(document: str, section: str) -> str:
-    """Replace the SECTION block (up to the next '## ' heading) or append it."""
-    lines = document.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        prefix = document if document.endswith("\n") or not document else document + "\n"
-        return (prefix or "# Benchmarks\n") + "\n" + section
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-
-
-def write_section(path: Path, section: str) -> None:
-    """Rewrite only our section of `path`, atomically (others own the other sections)."""
-    document = path.read_text() if path.exists() else ""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(replace_section(document, section))
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

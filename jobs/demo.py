@@ -10,6 +10,7 @@ resume from their last checkpoint) and prints the same table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,10 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgtc demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="demo folder (data, shards, checkpoints)")
-    parser.add_argument("--videos-per-class", type=int, default=24)
+    parser.add_argument("--videos-per-class", type=int, default=60)
     parser.add_argument("--size", type=int, default=64, help="frame side of the synthetic videos (px)")
     parser.add_argument("--frames", type=int, default=48, help="frames per synthetic video")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--mask-ratio", type=float, default=0.5, help="MGTC masking ratio")
     parser.add_argument("--no-baseline", action="store_true", help="skip the all-tokens run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline import shards, synth
 
+    # Ray Data's live progress bars would bury the demo's own lines; Ray Train still logs
+    # each epoch's metrics. Set before Ray starts: local workers inherit it.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
     print(f"[demo 1/5] synthetic videos -> {data}")
     synth.make_dataset(data, videos_per_class=args.videos_per_class, size=args.size,
                        frames=args.frames, fps=25, seed=0)
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(run_precompute(str(manifest), str(shards_dir), pre)))
         print("[demo 3/5] calibrate tau for the same masking ratio (for mgtc_threshold runs)")
         cal = shards.calibrate(str(shards_dir), args.mask_ratio)
-        print(f"  tau = {cal['tau']} at mask ratio {cal['mask_ratio']}")
+        taus = ", ".join(f"{float(t):.4f} at stride {s}" for s, t in cal["tau"].items())
+        print(f"  tau = {taus} drops {cal['mask_ratio']:.0%} of the tokens")
         rows = []
         for cfg in configs:
             print(f"[demo 4/5] train {cfg.scaling.name}: {cfg.masking.strategy} "

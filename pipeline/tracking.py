@@ -119,14 +119,24 @@ def summary_params(cfg: Config, *, world_size: int, tau: float | None) -> dict[s
         "world_size": world_size,
         "batch_size": o.batch_size,
         "total_batch": total_batch,
-        "lr": scaled_lr(o.lr, total_batch),
+        "num_sample": d.num_sample,
+        "lr": scaled_lr(o.lr, lr_batch(cfg, world_size)),
         "epochs": o.epochs,
         "seed": o.seed,
         "git_commit": git_commit(),
     }
 
 
-def scaled_lr(base_lr: float, total_batch: int) -> float:
+def lr_batch(cfg: Config, world_size: int) -> float:
+    """The batch VideoMAE's lr scaling counts: videos per step over all workers.
+
+    `optim.batch_size` counts clips per worker; with repeated augmentation
+    (`data.num_sample` clips per video) a step holds batch_size / num_sample videos, as
+    VideoMAE's `--batch_size 6 --num_sample 2` holds 12 clips and scales lr by 6."""
+    return cfg.optim.batch_size * world_size / cfg.data.num_sample
+
+
+def scaled_lr(base_lr: float, total_batch: float) -> float:
     """VideoMAE's linear scaling rule: base lr x total batch / 256."""
     return base_lr * total_batch / 256
 

@@ -46,12 +46,12 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from ray.train.torch import TorchConfig, TorchTrainer
 from timm.data import Mixup
 from timm.data.random_erasing import RandomErasing
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
 from pipeline import storage
@@ -72,6 +72,7 @@ from pipeline.tracking import (
     RunLogger,
     finish_run,
     last_logged_metrics,
+    lr_batch,
     mask_overlay,
     resolve_tracking_uri,
     scaled_lr,
@@ -153,13 +154,13 @@ def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int)
 
 
 def make_optimizer(cfg: Config, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
-    """AdamW via timm: lr scaled by total batch / 256, no weight decay on 1-D params and
+    """AdamW via timm: lr scaled by total batch (in videos: `tracking.lr_batch`) / 256, no weight decay on 1-D params and
     `model.no_weight_decay()`, layer-wise lr decay from `model.group_matcher()` (fine-tuning
     only, as VideoMAE; pre-training uses none)."""
     o = cfg.optim
     layer_decay = o.layer_decay if o.mode == "finetune" and o.layer_decay < 1 else None
     return create_optimizer_v2(
-        model, "adamw", lr=scaled_lr(o.lr, o.batch_size * world_size), weight_decay=o.weight_decay,
+        model, "adamw", lr=scaled_lr(o.lr, lr_batch(cfg, world_size)), weight_decay=o.weight_decay,
         layer_decay=layer_decay, betas=tuple(o.betas),
     )
 
@@ -169,7 +170,7 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
     cosine to min_lr over the remaining epochs (min / warmup lr scaled like lr).
     Call `step_update(step)` before every optimizer step."""
     o = cfg.optim
-    scale = o.batch_size * world_size / 256
+    scale = lr_batch(cfg, world_size) / 256
     return CosineLRScheduler(
         optimizer,
         t_initial=max(1, (o.epochs - o.warmup_epochs) * steps_per_epoch),

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import clips, motion, precompute, selection, synth, video
-from pipeline.config import Config, ConfigError, DataConfig, MaskingConfig, ModelConfig, replace
+from pipeline import clips, precompute, selection, synth, video
+from pipeline.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    MaskingConfig,
+    ModelConfig,
+    replace,
+)
 
 CELL = 8
 TUBELET = 2

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.flops import encoder_shape, encoder_macs
+from pipeline.flops import encoder_macs, encoder_shape
 from pipeline.selection import num_kept
+from pipeline.tracking import lr_batch, scaled_lr
+
 
 def is_training_config(path: Path) -> bool:
     """Training configs hold config sections; sweep files (a `sweep:` section) are the
@@ -47,12 +49,15 @@ def test_paper_configs_follow_videomae(path):
     assert (d.mixup, d.cutmix, d.smoothing, d.reprob) == (0.8, 1.0, 0.1, 0.25)
     assert d.rand_augment == "rand-m7-n4-mstd0.5-inc1" and o.weight_decay == 0.05 and o.warmup_epochs == 5
     assert cfg.scaling.use_gpu and cfg.scaling.precision == "bf16"
-    total = o.batch_size * cfg.scaling.num_workers
+    # VideoMAE's --num_sample 2: a step holds batch_size / 2 videos, and lr scales by videos.
+    assert d.num_sample == 2 and o.batch_size % d.num_sample == 0
+    total = lr_batch(cfg, cfg.scaling.num_workers)
+    assert scaled_lr(o.lr, total) == pytest.approx(o.lr * total / 256)
     if path.stem.startswith("k400"):
-        assert (total, o.lr * total / 256, o.epochs, o.layer_decay, m.drop_path) == (384, 7.5e-4, 75, 0.75, 0.1)
+        assert (total, pytest.approx(o.lr * total / 256), o.epochs, o.layer_decay, m.drop_path) == (384, 7.5e-4, 75, 0.75, 0.1)
         assert d.num_classes == 400
     else:
-        assert (total, o.lr * total / 256, o.epochs, o.layer_decay, m.drop_path, m.fc_drop) == (128, 2.5e-4, 100, 0.7, 0.2, 0.5)
+        assert (total, pytest.approx(o.lr * total / 256), o.epochs, o.layer_decay, m.drop_path, m.fc_drop) == (128, 2.5e-4, 100, 0.7, 0.2, 0.5)
         assert d.num_classes == (101 if path.stem.startswith("ucf101") else 51)
     # 16x4 and 32x2 cover the same ~64-frame span.
     assert d.num_frames * d.sampling_rate == 64

@@ -119,7 +119,8 @@ def test_cli_does_not_import_ray():
 
 
 def test_benchmark_rewrites_only_its_own_section():
-    from jobs.bench_encoder import SECTION, replace_section
+    from jobs.bench import replace_section
+    from jobs.bench_encoder import SECTION
 
     document = f"# Benchmarks\n\n## Precompute\n\nA\n\n{SECTION}\n\nold\n\n## Train\n\nB\n"
     updated = replace_section(document, f"{SECTION}\n\nnew\n")

@@ -15,7 +15,6 @@ from pipeline.sweep import (
     Trial,
     TrialResult,
     aggregate,
-    expand_grid,
     load_sweep,
     results_csv,
     results_markdown,

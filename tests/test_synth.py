@@ -88,7 +88,7 @@ def test_appearance_is_drawn_before_and_independent_of_the_class():
 
 
 def test_same_class_different_seeds_differ_in_appearance():
-    (a, bg_a), (b, bg_b) = noiseless("right", 1), noiseless("right", 2)
+    (_, bg_a), (_, bg_b) = noiseless("right", 1), noiseless("right", 2)
     assert np.abs(bg_a - bg_b).mean() > 5  # different background colour / texture
     apps = [synth.sample_appearance(np.random.default_rng(s), 64) for s in range(24)]
     assert len({app.shape for app in apps}) > 1
