@@ -99,6 +99,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float = 0.0  # 0 = off
     seed: int = 0
+    val_every: int = 1  # validate every N epochs and after the last one
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,7 @@ def validate(cfg: Config) -> None:
     _check(e, o.batch_size >= 1, f"optim.batch_size={o.batch_size}: must be >= 1")
     _check(e, o.lr > 0, f"optim.lr={o.lr}: must be > 0")
     _check(e, o.min_lr >= 0 and o.warmup_lr >= 0, "optim.min_lr / optim.warmup_lr: must be >= 0")
+    _check(e, o.val_every >= 1, f"optim.val_every={o.val_every}: must be >= 1")
     _check(e, 0 <= o.warmup_epochs < o.epochs or o.warmup_epochs == 0,
            f"optim.warmup_epochs={o.warmup_epochs}: must be < optim.epochs={o.epochs}")
     _check(e, o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay}: must be >= 0")

@@ -357,6 +357,11 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     }, sample
 
 
+def validates(cfg: Config, epoch: int) -> bool:
+    """Whether epoch (1-based) ends with validation: every `optim.val_every`-th and the last."""
+    return epoch % cfg.optim.val_every == 0 or epoch == cfg.optim.epochs
+
+
 @torch.no_grad()
 def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
     """Validation on this rank's split of the views (unwrapped model: no DDP sync needed).
@@ -535,7 +540,8 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
     for epoch in range(progress.epoch + 1, cfg.optim.epochs + 1):
         train_metrics, sample = train_epoch(ddp, train_shard, optimizer, scheduler, recipe, progress)
-        progress = Progress(epoch, progress.step, {**train_metrics, **eval_epoch(model, val_shard, recipe)})
+        val_metrics = eval_epoch(model, val_shard, recipe) if validates(cfg, epoch) else {}
+        progress = Progress(epoch, progress.step, {**train_metrics, **val_metrics})
         report_epoch(progress, model, optimizer, scheduler, recipe, rank, config["mlflow"]["run_id"])
         if tracker is not None:
             tracker.epoch_done(progress, sample)

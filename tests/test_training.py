@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config, replace
+from pipeline.config import ConfigError, load_config, replace
 from pipeline.evaluate import make_model
 from pipeline.motion import token_scores
 from pipeline.selection import select_tokens
@@ -331,12 +331,27 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
     cfg = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
                       f"data.val_manifest={paths['val']}", f"data.test_manifest={paths['test']}",
                       "data.val_clips=1", "data.test_clips=2", "data.test_crops=1", "data.mixup=0", "data.cutmix=0",
-                      "scaling.num_workers=1", "optim.epochs=1", "optim.warmup_epochs=0", "scaling.name=e2e")
+                      "scaling.num_workers=1", "optim.epochs=3", "optim.warmup_epochs=0", "scaling.name=e2e",
+                      "data.num_sample=2", "optim.val_every=2")
     summary = run_training(cfg)  # streams clip_dataset: decode actor beside the 0.5-CPU trainer
-    assert summary["epoch"] == 1 and summary["train_clips"] == 8  # 2 of 4 videos per class train
+    # 2 of 4 videos per class train, each decoded once per epoch into num_sample=2 clips
+    assert summary["epoch"] == 3 and summary["train_clips"] == 16
     assert summary["val_videos"] == 4 and summary["kept_ratio"] == 0.5
+    client = mlflow_client(mlflow_server)
+    assert epoch_steps(client, summary["mlflow_run_id"], "loss") == [1, 2, 3]
+    assert epoch_steps(client, summary["mlflow_run_id"], "top1") == [2, 3]  # val_every=2, and the last
     result = run_evaluation(cfg, summary["checkpoint"])
     assert (result["videos"], result["views"]) == (4, 8) and 0 <= result["top1"] <= 100
+
+
+def test_validation_every_n_epochs_and_after_the_last(tmp_path):
+    from pipeline.training import validates
+
+    cfg = tiny_config(tmp_path, "", "optim.epochs=7", "optim.val_every=3")
+    assert [e for e in range(1, 8) if validates(cfg, e)] == [3, 6, 7]
+    assert all(validates(replace(cfg, ["optim.val_every=1"]), e) for e in range(1, 8))
+    with pytest.raises(ConfigError, match="optim.val_every=0"):
+        replace(cfg, ["optim.val_every=0"])
 
 
 def test_job_summary_names_what_a_user_needs():
