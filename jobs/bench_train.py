@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--sampling-rate", type=int, default=2)
     parser.add_argument("--size", type=int, default=112, help="frame side = input size (px)")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4, help="clips per step")
+    parser.add_argument("--num-sample", type=int, default=2,
+                        help="clips per decoded video (data.num_sample; VideoMAE fine-tunes with 2)")
     parser.add_argument("--videos-per-class", type=int, default=8, help="8 classes; 75%% train, 25%% test")
     parser.add_argument("--epochs", type=int, default=2, help="the last epoch is measured")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three runs, interleaved; medians")
@@ -97,6 +99,7 @@ def bench_config(args: argparse.Namespace, data: dict[str, str], strategy: str, 
         f"data.input_size={args.size}", f"data.short_side={args.size}", "data.test_clips=2", "data.test_crops=1",
         f"model.size={args.model}", f"masking.strategy={strategy}", f"masking.ratio={ratio}",
         f"optim.epochs={args.epochs}", "optim.warmup_epochs=0", f"optim.batch_size={args.batch}",
+        f"data.num_sample={args.num_sample}", "optim.val_every=1",
         "scaling.num_workers=1", "scaling.cpus_per_worker=0.5", f"scaling.storage_path={root / 'ray'}",
         f"scaling.name={name}", "tracking.experiment=mgtc-bench-train", "tracking.log_mask_images=false",
     ])
@@ -192,7 +195,8 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
         SECTION,
         "",
         f"ViT-{args.model} fine-tuning, {args.frames}x{args.size}x{args.size} clips (stride {args.sampling_rate}), "
-        f"batch {args.batch}, fp32 on CPU: one Ray Train worker (gloo) fed by one Ray Data decode actor, "
+        f"batch {args.batch} clips ({args.num_sample} crops per decoded video, `data.num_sample`), "
+        "fp32 on CPU: one Ray Train worker (gloo) fed by one Ray Data decode actor, "
         f"synthetic videos ({args.videos_per_class} per class, 8 classes) with precomputed motion shards; "
         f"the same data and seeds for every setting; {args.epochs} epochs per run, the last one measured; "
         f"{args.rounds} round(s), medians.",

@@ -72,6 +72,10 @@ class ModelConfig:
     drop_path: float = 0.1
     fc_drop: float = 0.0
     fused_attn: bool = True
+    # The classifier head starts at this scale of its initial weights: VideoMAE's 0.001 suits
+    # fine-tuning a pre-trained encoder; from scratch use 1.0, or the encoder gets almost no
+    # gradient for the first few hundred steps (docs/SYNTHETIC.md, learnability).
+    head_init_scale: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,7 @@ def validate(cfg: Config) -> None:
     _check(e, m.patch >= 1, f"model.patch={m.patch}: must be >= 1")
     _check(e, 0 <= m.drop_path < 1, f"model.drop_path={m.drop_path}: must be in [0, 1)")
     _check(e, 0 <= m.fc_drop < 1, f"model.fc_drop={m.fc_drop}: must be in [0, 1)")
+    _check(e, m.head_init_scale > 0, f"model.head_init_scale={m.head_init_scale}: must be > 0")
 
     _check(e, k.strategy in STRATEGIES, f"masking.strategy={k.strategy!r}: allowed: {', '.join(STRATEGIES)}")
     _check(e, 0 <= k.ratio < 1, f"masking.ratio={k.ratio}: must be a masking ratio in [0, 1)")

@@ -184,7 +184,7 @@ def make_model(cfg: Config) -> nn.Module:
     )
     if cfg.optim.mode == "pretrain":
         return build_pretrain_model(m.size, **common)
-    return build_model(m.size, d.num_classes, fc_drop_rate=m.fc_drop, **common)
+    return build_model(m.size, d.num_classes, fc_drop_rate=m.fc_drop, head_init_scale=m.head_init_scale, **common)
 
 
 def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> str:

@@ -344,6 +344,20 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
     assert (result["videos"], result["views"]) == (4, 8) and 0 <= result["top1"] <= 100
 
 
+def test_head_init_scale_is_configurable(tmp_path):
+    """VideoMAE shrinks the fresh head by 0.001 (fine-tuning a pre-trained encoder); training
+    from scratch wants a full-size head: the encoder's gradient scales with the head."""
+    from pipeline.evaluate import make_model
+
+    torch.manual_seed(0)
+    small = make_model(tiny_config(tmp_path)).head.weight.abs().mean().item()
+    torch.manual_seed(0)
+    full = make_model(tiny_config(tmp_path, "", "model.head_init_scale=1.0")).head.weight.abs().mean().item()
+    assert full / small == pytest.approx(1000, rel=1e-3)
+    with pytest.raises(ConfigError, match="model.head_init_scale=0"):
+        tiny_config(tmp_path, "", "model.head_init_scale=0")
+
+
 def test_validation_every_n_epochs_and_after_the_last(tmp_path):
     from pipeline.training import validates
 
