@@ -407,6 +407,13 @@ def concurrency(options: SweepOptions, cfg: Config, total_cpus: float, num_trial
     return max(1, min(num_trials, int(total_cpus // per_trial)))
 
 
+def say(line: str) -> None:
+    """The default `log`: a line on stdout. A module function, not `print` itself: Tune
+    pickles the progress callback, and Ray Train v2 may have swapped `builtins.print` by
+    then, which makes the original `print` unpicklable ("not the same object")."""
+    print(line, flush=True)
+
+
 def _progress_callback(total: int, log: Callable[[str], None]):
     """A Tune callback printing one line per trial as it ends (Tune itself runs silent)."""
     from ray.tune import Callback
@@ -432,13 +439,14 @@ def _progress_callback(total: int, log: Callable[[str], None]):
 
 def run_trials_tune(
     configs: Mapping[str, Config], train_fn: TrainFn, *, max_concurrent: int, storage_path: str,
-    name: str, log: Callable[[str], None] = print,
+    name: str, log: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[dict[str, Any] | None, str]]:
     """Run train_fn on every config as a Ray Tune function trainable.
 
     Returns {trial name: (metrics, error)}: metrics is train_fn's result (None when it raised),
     error the exception's type, message and traceback ("" on success).
     """
+    log = log or say
     from ray import tune
 
     def trainable(config: dict[str, Any]) -> dict[str, Any]:
@@ -505,7 +513,7 @@ def run_sweep(
     runs_dir: str | Path | None = None,
     tracking_uri: str = "",
     num_cpus: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run every trial of `spec` and record the sweep in MLflow; see the module docstring.
 
@@ -514,6 +522,7 @@ def run_sweep(
     runs_dir (default: the trainer's run folder, `runs/`) holds Tune's trial folders and a
     copy of the parent's artifacts under sweeps/<parent run name>/.
     """
+    log = log or say
     import ray
     from mlflow import MlflowClient
 
@@ -890,9 +899,10 @@ def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, titl
 
 def write_artifacts(
     out_dir: Path, spec: SweepSpec, results: Sequence[TrialResult], rows: Sequence[dict[str, Any]],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> None:
     """Tables, plots and (best effort) mask / heat-map pictures of the sweep into out_dir."""
+    log = log or say
     from pipeline.viz import save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)

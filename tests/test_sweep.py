@@ -417,3 +417,20 @@ def test_sweep_parent_and_children_through_the_mlflow_rest_api(tmp_path, ray_loc
     table = (outcome.out_dir / "results.md").read_text()
     assert "| 8x1-none | 8x1 | none | full | 1/1 |" in table
     assert "| 8x1-random-r0.5 | 8x1 | random | r0.5 | 0/1 (failed) |" in table
+
+
+def test_progress_callback_pickles_after_print_is_patched(monkeypatch):
+    """Tune pickles its callbacks; Ray Train v2 swaps `builtins.print` in the driver, after
+    which the original `print` no longer pickles. The default log must survive that."""
+    import builtins
+
+    from ray import cloudpickle
+
+    from pipeline.sweep import _progress_callback, say
+
+    original = builtins.print
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))
+    with pytest.raises(Exception, match="not the same object"):
+        cloudpickle.dumps(_progress_callback(3, original))  # what the old default did
+    restored = cloudpickle.loads(cloudpickle.dumps(_progress_callback(3, say)))
+    assert restored.done == 0
