@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos-per-class", type=int, default=60)
     parser.add_argument("--size", type=int, default=64, help="frame side of the synthetic videos (px)")
     parser.add_argument("--frames", type=int, default=48, help="frames per synthetic video")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--mask-ratio", type=float, default=0.5, help="MGTC masking ratio")
     parser.add_argument("--no-baseline", action="store_true", help="skip the all-tokens run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -61,6 +61,7 @@ from pipeline.evaluate import (
     STATE_FILE,
     VideoScores,
     autocast,
+    flush_denormals,
     load_weights,
     make_model,
     resolve_tau,
@@ -528,6 +529,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = make_model(cfg)
     seed_everything(cfg.optim.seed + rank)  # then each rank its own augmentation streams
     recipe = make_recipe(cfg, config["tau"], ray.train.torch.get_device(), rank)
+    flush_denormals(recipe.device)
     optimizer = make_optimizer(cfg, model, world)
     scheduler = make_scheduler(cfg, optimizer, config["steps_per_epoch"], world)
     checkpoint = ray.train.get_checkpoint()
