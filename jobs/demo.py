@@ -48,14 +48,14 @@ def demo_configs(args: argparse.Namespace, data: Path, shards: Path, ray_dir: Pa
         f"optim.epochs={args.epochs}",
         f"scaling.storage_path={ray_dir}",
         "tracking.experiment=mgtc-demo",
-        *args.overrides,
     ]
     runs = [("mgtc_ratio", args.mask_ratio, "demo-mgtc")]
     if not args.no_baseline:
         runs.append(("none", 0.0, "demo-all-tokens"))
     return [
         load_config(BASE_CONFIG, [*common, f"masking.strategy={strategy}", f"masking.ratio={ratio}",
-                                  f"scaling.name={name}", f"tracking.run_name={name}"])
+                                  f"scaling.name={name}", f"tracking.run_name={name}",
+                                  *args.overrides])  # the user's --set wins
         for strategy, ratio, name in runs
     ]
 
@@ -81,7 +81,7 @@ def result_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['name']} | {r['strategy']} | {r['top1']:.1f} | {r['top5']:.1f} | "
             f"{100 * r['kept_ratio']:.1f} | {r['gflops_per_view']:.3f} | {r['train_clips_per_s']:.1f} | "
-            f"{r['test_clips_per_s']:.1f} | {r['train_wall_s']:.0f} |"
+            f"{r['test_clips_per_s']:.1f} | {'reused' if r['reused'] else format(r['train_wall_s'], '.0f')} |"
         )
     return "\n".join(lines)
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gflops_per_view": tested["gflops_per_view"],
                 "train_clips_per_s": trained.get("clips_per_s", float("nan")),
                 "test_clips_per_s": tested["clips_per_s"], "train_wall_s": trained["wall_time_s"],
+                "reused": trained.get("reused", False),
             })
     finally:
         if started:

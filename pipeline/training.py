@@ -679,6 +679,7 @@ def run_training(
     summary = {
         **last,
         "wall_time_s": time.perf_counter() - start,
+        "reused": not result.metrics,  # the run had finished before: nothing was trained now
         "run_name": name,
         "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint else None,
         "mlflow_run_id": run_id,

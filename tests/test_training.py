@@ -248,12 +248,14 @@ def test_two_workers_checkpoint_every_epoch_track_and_resume(ray_local, mlflow_s
     # A rerun with the same name resumes: nothing left to do, no extra epoch, the same run.
     again = run_training(cfg, datasets=datasets())
     assert again["mlflow_run_id"] == run.info.run_id
+    assert again["reused"] and not summary["reused"]
     assert again["epoch"] == 2 and again["top1"] == summary["top1"]  # the finished run's numbers
     assert epoch_steps(client, run.info.run_id, "loss") == [1, 2]
     assert load_state(again["checkpoint"])["epoch"] == 2
     # ... and with more epochs it continues where it stopped.
     more = run_training(replace(cfg, ["optim.epochs=3"]), datasets=datasets())
     assert more["epoch"] == 3 and epoch_steps(client, run.info.run_id, "loss") == [1, 2, 3]
+    assert not more["reused"]
 
 
 @pytest.mark.integration
