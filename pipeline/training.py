@@ -667,6 +667,7 @@ def run_training(
         datasets=datasets,
         dataset_config=TrainValDataConfig(),
     )
+    done_before = last_logged_metrics(uri, run_id).get("epoch", 0)  # > 0: a rerun of this run
     start = time.perf_counter()
     try:
         result = trainer.fit()
@@ -679,7 +680,8 @@ def run_training(
     summary = {
         **last,
         "wall_time_s": time.perf_counter() - start,
-        "reused": not result.metrics,  # the run had finished before: nothing was trained now
+        # The run had finished before: nothing was trained by this call.
+        "reused": done_before >= cfg.optim.epochs,
         "run_name": name,
         "checkpoint": checkpoint_uri(result.checkpoint) if result.checkpoint else None,
         "mlflow_run_id": run_id,

@@ -428,9 +428,11 @@ def test_progress_callback_pickles_after_print_is_patched(monkeypatch):
 
     from pipeline.sweep import _progress_callback, say
 
-    original = builtins.print
-    monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))
+    from ray.train.v2._internal.logging import patch_print
+
+    builtin_print = patch_print._original_print  # the real builtin, even if already swapped
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: builtin_print(*a, **k))
     with pytest.raises(Exception, match="not the same object"):
-        cloudpickle.dumps(_progress_callback(3, original))  # what the old default did
+        cloudpickle.dumps(_progress_callback(3, builtin_print))  # what the old default did
     restored = cloudpickle.loads(cloudpickle.dumps(_progress_callback(3, say)))
     assert restored.done == 0
