@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(result_table(rows))
     print(f"\nchance is {100 / cfg0.data.num_classes:.1f}% top-1; total wall time "
           f"{time.perf_counter() - t0:.0f} s; MLflow store: {trained['tracking_uri']}")
-    ui = f"mgtc ui --runs-dir {os.path.relpath(out)}" if out.is_relative_to(Path.cwd()) else f"mgtc ui --runs-dir {out}"
-    print(f"Browse the runs: {ui}   (then open the printed URL; experiment 'mgtc-demo')")
+    runs_dir = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else out
+    print(f"Browse the runs: mgtc ui --runs-dir {runs_dir}   (then open the printed URL; experiment 'mgtc-demo')")
     return 0
 
 
