@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -218,6 +219,62 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Pr
 # --------------------------------------------------------------------------- scoring
 
 
+def _cell_abs_diff(a, b, cell, acc, cells):  # pragma: no cover  (compiled by numba; see _kernel)
+    """Sum |a - b| over every cell x cell x 3 block into `cells` [Hc, Wc]; return the sum
+    over the whole frame, the strips right of and below the cells included.
+
+    a, b: [H, W*3] uint8 rows of two frames; acc: [W*3] scratch (uint16 while cell*255 fits).
+    One pass over both frames: |a - b| as max - min in uint8 (exact), added down the rows of
+    a band of `cell` rows, then across each cell's cell*3 columns.
+    """
+    height, width = a.shape
+    hc, wc = cells.shape
+    span = cell * 3
+    total = 0
+    for band in range(-(-height // cell)):
+        acc[:] = 0
+        for y in range(band * cell, min(band * cell + cell, height)):
+            ar = a[y]
+            br = b[y]
+            for x in range(width):  # written so that LLVM vectorises it (uint8 max - min)
+                p = ar[x]
+                q = br[x]
+                hi = p if p > q else q
+                lo = q if p > q else p
+                acc[x] = acc[x] + np.uint16(np.uint8(hi - lo))
+        if band < hc:
+            for cx in range(wc):
+                s = acc[cx * span:cx * span + span].sum()
+                cells[band, cx] = s
+                total += s
+            total += acc[wc * span:].sum()
+        else:
+            total += acc.sum()
+    return total
+
+
+@functools.cache
+def _kernel() -> Callable:
+    """`_cell_abs_diff` compiled by numba (imported here: only processes that score pay for
+    it). 3-4x faster than the same sums as numpy passes (max, min, subtract, two reductions),
+    which is what keeps scoring under 10% of decode time (docs/BENCHMARKS.md). The machine
+    code is cached beside this file, or in numba's user cache if that is read-only."""
+    import numba
+
+    options = {"nogil": True, "boundscheck": False}
+    try:
+        return numba.njit(cache=True, **options)(_cell_abs_diff)
+    except RuntimeError:  # no writable cache location: compile in every process
+        return numba.njit(**options)(_cell_abs_diff)
+
+
+def warm_up_scoring() -> None:
+    """Load (or compile) the scoring kernel now, for the usual cell sizes (uint16 sums):
+    decoder processes do this before they report ready, so no video's time is compiling."""
+    frame = np.zeros((1, 3), np.uint8)
+    _kernel()(frame, frame, 1, np.zeros(3, np.uint16), np.zeros((1, 1), np.uint16))
+
+
 class CellScorer:
     """Integer cell sums of |frame difference| for several stride-s sequences at once.
 
@@ -243,27 +300,15 @@ class CellScorer:
         self.window: dict[int, np.ndarray] = {}
         self.count = 0
         self.out = {s: {"pair": [], "boundary": [], "total": []} for s in self.steps}
-        self._diff = np.empty((height, width, 3), np.uint8)
-        self._low = np.empty((height, width, 3), np.uint8)
-        self._rows = np.empty((self.hc, width * 3), self.dtype)
-        self._starts = np.arange(0, self.wc * cell * 3, cell * 3)
+        self._kernel = _kernel()
+        self._acc = np.empty(width * 3, np.uint16 if 255 * cell <= np.iinfo(np.uint16).max else np.uint32)
 
-    def _pair(self, a: np.ndarray, b: np.ndarray, total: bool) -> tuple[np.ndarray, int]:
-        # uint8 |a - b| as max - min (no widening), on whole contiguous frames: strided
-        # views of the cell-covered region are ~10x slower in numpy.
-        np.maximum(a, b, out=self._diff)
-        np.minimum(a, b, out=self._low)
-        self._diff -= self._low
-        covered = self._diff[: self.hc * self.cell].reshape(self.hc, self.cell, self.width * 3)
-        np.add.reduce(covered, axis=1, dtype=self.dtype, out=self._rows)
-        cells = np.add.reduceat(self._rows[:, : self.wc * self.cell * 3], self._starts, axis=1,
-                                dtype=self.dtype)
-        whole = 0
-        if total:  # cells + the strips right of and below them that no cell covers
-            whole = int(cells.sum(dtype=np.int64))
-            whole += int(self._rows[:, self.wc * self.cell * 3:].sum(dtype=np.int64))
-            whole += int(self._diff[self.hc * self.cell:].sum(dtype=np.int64))
-        return cells, whole
+    def _pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+        """(cell sums [Hc, Wc], whole-frame sum) of |a - b| for two [H, W, 3] uint8 frames."""
+        cells = np.empty((self.hc, self.wc), self.dtype)
+        shape = (self.height, self.width * 3)
+        whole = self._kernel(a.reshape(shape), b.reshape(shape), self.cell, self._acc, cells)
+        return cells, int(whole)
 
     def feed(self, frames: np.ndarray) -> None:
         """frames: [K, H, W, 3] uint8, the next K frames of the base-stride sequence."""
@@ -279,7 +324,7 @@ class CellScorer:
                     j = i - dist * r
                     if j < 0:
                         continue
-                    cells, whole = self._pair(frame, self.window[j], total=key == "pair")
+                    cells, whole = self._pair(frame, self.window[j])
                     self.out[s][key].append(cells)
                     if key == "pair":
                         self.out[s]["total"].append(whole)
@@ -464,6 +509,7 @@ def child_main() -> None:
     _die_with_parent()
     video.TORCH_FIRST = False  # this process never imports torch
     video.load_decord()  # import now, while the parent waits for its first task
+    warm_up_scoring()
     _send(protocol_out, {"ready": True})
     while True:
         request = _recv_blocking(sys.stdin.buffer)

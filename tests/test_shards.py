@@ -39,6 +39,32 @@ def test_cell_scorer_equals_motion_cell_diff_maps_bit_for_bit(rates, cell):
         np.testing.assert_allclose(r["frame_scores"], whole, rtol=1e-6)
 
 
+@pytest.mark.parametrize("cell", [9, 16, 260])
+def test_cell_scorer_extreme_frames_fill_the_sum_types_exactly(cell):
+    # black/white alternation: every |diff| is 255, the largest sums the types must hold
+    # (cell 9: 61965 of uint16's 65535; cell 260: a column of a cell no longer fits uint16)
+    height, width = cell + 5, cell * 2 + 3
+    frames = np.zeros((5, height, width, 3), np.uint8)
+    frames[1::2] = 255
+    scorer = precompute.CellScorer((1,), 1, 2, cell, height, width)
+    scorer.feed(frames)
+    r = scorer.result()[1]
+    assert r["pair"].shape == (4, 1, 2) and r["boundary"].shape == (2, 1, 2)
+    assert np.all(r["pair"] == 255 * 3 * cell * cell) and np.all(r["boundary"] == 255 * 3 * cell * cell)
+    np.testing.assert_array_equal(r["frame_scores"], np.ones(4, np.float32))
+
+
+def test_warm_up_compiles_the_signature_that_scoring_uses():
+    # decoder processes warm up before they report ready: the first video must then find
+    # its kernel compiled (a different signature would compile again, inside its time)
+    code = ("import numpy as np; from pipeline import precompute; precompute.warm_up_scoring(); "
+            "k = precompute._kernel(); n = len(k.signatures); "
+            "s = precompute.CellScorer((2, 4), 2, 2, 8, 50, 69); "
+            "s.feed(np.zeros((9, 50, 69, 3), np.uint8)); print(n, len(k.signatures))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
+
+
 def test_constants_agree_with_motion():
     assert precompute.SCORE_MODES == motion.SCORE_MODES
     assert all(shards.boundary_distance(t) == motion.boundary_distance(t) for t in (1, 2, 4))
