@@ -219,7 +219,7 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Pr
 # --------------------------------------------------------------------------- scoring
 
 
-def _cell_abs_diff(a, b, cell, acc, cells):  # pragma: no cover  (compiled by numba; see _kernel)
+def _cell_abs_diff(a, b, cell, acc, cells):  # compiled by numba: see _kernel
     """Sum |a - b| over every cell x cell x 3 block into `cells` [Hc, Wc]; return the sum
     over the whole frame, the strips right of and below the cells included.
 
@@ -410,8 +410,9 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
     """Decode one local video once and compute its motion maps for every sampling rate.
 
     Returns {num_frames, fps, height, width, resized_height, resized_width,
-    decoded_frames, decode_s, score_s (wall), decode_cpu_s, score_cpu_s (CPU time of this
-    process: insensitive to other load), rates: {s: CellScorer.result()[s]}}.
+    decoded_frames, decode_s, score_s (wall), decode_cpu_s, score_cpu_s (CPU time: the
+    scoring thread's, and the rest of the process's for decoding; less sensitive to other
+    load than wall time), rates: {s: CellScorer.result()[s]}}.
     Raises VideoError for anything wrong with the file.
     """
     try:
@@ -433,9 +434,12 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
         raise VideoError("validate", f"too small: {size_hw[0]}x{size_hw[1]} px after resizing, "
                                      f"smaller than one cell of {cfg.cell} px")
     scorer = CellScorer(cfg.sampling_rates, cfg.base_stride, cfg.tubelet, cfg.cell, *size_hw)
-    decode_s = score_s = decode_cpu = score_cpu = 0.0
+    # CPU: scoring is this thread's CPU time while it scores; decoding is the rest of the
+    # process's CPU time, decord's own threads included (they may run on while we score).
+    decode_s = score_s = score_cpu = 0.0
     decoded = 0
-    t0, c0 = time.perf_counter(), time.process_time()
+    c_start = time.process_time()
+    t0 = time.perf_counter()
     try:
         reader = video.open_reader(path, size_hw, threads=cfg.decode_threads)
     except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
@@ -445,18 +449,22 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
             frames = reader.get_batch(chunk.tolist()).asnumpy()
         except Exception as err:  # noqa: BLE001  (same decoder boundary as above)
             raise VideoError("decode", f"decode error: {video.clean_decoder_error(str(err))}") from None
-        t1, c1 = time.perf_counter(), time.process_time()
-        decode_s, decode_cpu = decode_s + t1 - t0, decode_cpu + c1 - c0
+        t1, th1 = time.perf_counter(), time.thread_time()
+        decode_s += t1 - t0
         scorer.feed(frames)
         decoded += len(frames)
-        t0, c0 = time.perf_counter(), time.process_time()
-        score_s, score_cpu = score_s + t0 - t1, score_cpu + c0 - c1
+        t0 = time.perf_counter()
+        score_s, score_cpu = score_s + t0 - t1, score_cpu + time.thread_time() - th1
+    th1 = time.thread_time()
+    rates = scorer.result()
+    score_s, score_cpu = score_s + time.perf_counter() - t0, score_cpu + time.thread_time() - th1
     del reader
+    decode_cpu = time.process_time() - c_start - score_cpu
     return {
         "num_frames": info.num_frames, "fps": info.fps, "height": info.height, "width": info.width,
         "resized_height": size_hw[0], "resized_width": size_hw[1], "decoded_frames": decoded,
         "decode_s": decode_s, "score_s": score_s, "decode_cpu_s": decode_cpu, "score_cpu_s": score_cpu,
-        "rates": scorer.result(),
+        "rates": rates,
     }
 
 
@@ -754,6 +762,9 @@ class PartWorker:
         self.scratch = tempfile.mkdtemp(prefix="mgtc-videos-")
         # Downloads of the next videos overlap the decode of the current one.
         self.pool = ThreadPoolExecutor(max_workers=2)
+        # pyarrow imports pandas on its first array (~0.5 s): pay that while the first
+        # videos decode, not on the first commit.
+        self.pool.submit(shards.error_table, [])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         parts = [int(p) for p in batch["part"]]
