@@ -5,8 +5,8 @@ that section only. All measurements decode the same files with the same settings
 (sampling rates 2 and 4 -> decoded once at stride 2, resized at decode time to short side
 224, the job's chunked `get_batch`):
 - decode only: `video.probe` + `video.open_reader` + chunked `get_batch`, no scores, in P
-  worker processes (P = 1, 2); also sequential `next()`/`skip_frames()` decoding at P = 1
-  (the alternative to `get_batch`);
+  worker processes (P = 1, 2); with --sequential also `next()`/`skip_frames()` decoding at
+  P = 1 (the alternative to `get_batch`);
 - decode + score: `precompute.score_video` (what the job's decoder process runs), P = 1, 2;
 - full job: `precompute.run_precompute` on a running Ray (ray.init not counted), 1 and 2
   actors: manifest, actor pool, decoder processes, Parquet + marker commits.
@@ -25,9 +25,11 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--short-side", type=int, default=224)
     parser.add_argument("--sampling-rates", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--part-size", type=int, default=None, help="videos per part (default: the job's)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per case; the best is kept")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of all cases; medians are reported, ratios paired within a round")
+    parser.add_argument("--sequential", action="store_true",
+                        help="also time sequential next()/skip_frames() decoding (the alternative to get_batch)")
     parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine")
     parser.add_argument("--work-dir", default="runs/bench_precompute", help="videos cache + job outputs")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown file to update")
@@ -205,67 +210,59 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
         cfg = dataclasses.replace(cfg, part_size=args.part_size).validate()
     config = dataclasses.asdict(cfg)
     load_before, waited = wait_for_quiet(args.max_wait)
-    rows: list[tuple] = []
-    best: dict[str, float] = {}
-
-    def keep(name: str, seconds: float) -> float:
-        best[name] = min(best.get(name, float("inf")), seconds)
-        return best[name]
-
+    runs: list[dict[str, float]] = []  # per repeat: case -> wall seconds
     frames = 0
-    split = {}
+    split = Counter()
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
         started = True
     try:
         for _ in range(args.repeats):  # cases interleaved, so a noisy minute hits all of them
+            walls: dict[str, float] = {}
             for p in (1, 2):
-                wall, counts = timed_pool(_decode_only, paths, config, p)
-                keep(f"decode{p}", wall)
+                walls[f"decode{p}"], counts = timed_pool(_decode_only, paths, config, p)
                 frames = sum(counts)
-                wall, results = timed_pool(_decode_score, paths, config, p)
-                keep(f"score{p}", wall)
+                walls[f"score{p}"], results = timed_pool(_decode_score, paths, config, p)
                 if p == 1:
-                    split = {k: sum(r[i] for r in results)
-                             for i, k in enumerate(("decode_s", "score_s", "decode_cpu_s", "score_cpu_s"), 1)}
-            wall, _ = timed_pool(_sequential, paths, config, 1)
-            keep("sequential1", wall)
-            for a in (1, 2):
-                wall, busy, job_frames = run_job(paths, cfg, work, a)
+                    split.update({k: sum(r[i] for r in results)
+                                  for i, k in enumerate(("decode_s", "score_s", "decode_cpu_s", "score_cpu_s"), 1)})
+                walls[f"job{p}"], walls[f"busy{p}"], job_frames = run_job(paths, cfg, work, p)
                 assert job_frames == frames, (job_frames, frames)
-                keep(f"job{a}", wall)
-                keep(f"busy{a}", busy)
+            if args.sequential:
+                walls["sequential1"], _ = timed_pool(_sequential, paths, config, 1)
+            runs.append(walls)
     finally:
         if started:
             ray.shutdown()
     load_after = os.getloadavg()[0]
 
-    def fps(name: str) -> float:
-        return frames / best[name]
+    def row(label: str, case: str, p: int) -> tuple:
+        wall = statistics.median(r[case] for r in runs)
+        ratios = [r[f"decode{p}"] / r[case] for r in runs]  # paired: the same repeat's decode-only run
+        return label, p, wall, frames / wall, statistics.median(ratios), min(ratios), max(ratios)
 
+    rows = []
     for p in (1, 2):
-        rows.append((f"decode only (`get_batch`), {p} process(es)", p, best[f"decode{p}"], fps(f"decode{p}"), 1.0))
-        if p == 1:
-            rows.append(("decode only (sequential `next`/`skip_frames`), 1 process", 1, best["sequential1"],
-                         fps("sequential1"), fps("sequential1") / fps("decode1")))
-        rows.append((f"decode + score (`score_video`), {p} process(es)", p, best[f"score{p}"], fps(f"score{p}"),
-                     fps(f"score{p}") / fps(f"decode{p}")))
-        rows.append((f"full Ray job, {p} actor(s): end to end", p, best[f"job{p}"], fps(f"job{p}"),
-                     fps(f"job{p}") / fps(f"decode{p}")))
-        rows.append((f"full Ray job, {p} actor(s): while actors work", p, best[f"busy{p}"], fps(f"busy{p}"),
-                     fps(f"busy{p}") / fps(f"decode{p}")))
-    info = {"frames": frames, "videos": len(paths), "part_size": cfg.part_size, "load_before": load_before, "load_after": load_after,
-            "waited": waited, "score_share": split["score_s"] / split["decode_s"],
+        rows.append(row(f"decode only (`get_batch`), {p} process(es)", f"decode{p}", p))
+        if p == 1 and args.sequential:
+            rows.append(row("decode only (sequential `next`/`skip_frames`), 1 process", "sequential1", 1))
+        rows.append(row(f"decode + score (`score_video`), {p} process(es)", f"score{p}", p))
+        rows.append(row(f"full Ray job, {p} actor(s): end to end", f"job{p}", p))
+        rows.append(row(f"full Ray job, {p} actor(s): while actors work", f"busy{p}", p))
+    info = {"frames": frames, "videos": len(paths), "part_size": cfg.part_size, "load_before": load_before,
+            "load_after": load_after, "waited": waited, "score_share": split["score_s"] / split["decode_s"],
             "score_cpu_share": split["score_cpu_s"] / split["decode_cpu_s"],
+            "startup": [statistics.median(r[f"job{p}"] - r[f"busy{p}"] for r in runs) for p in (1, 2)],
             **split}
     return rows, info
 
 
 def table(rows: list[tuple]) -> str:
-    lines = ["| case | parallelism | wall s | frames/s | vs decode only (same parallelism) |",
+    lines = ["| case | parallelism | wall s (median) | frames/s | vs decode only, same parallelism: median (range) |",
              "|---|---|---|---|---|"]
-    lines += [f"| {name} | {p} | {wall:.2f} | {fps:.0f} | {ratio:.2f} |" for name, p, wall, fps, ratio in rows]
+    lines += [f"| {name} | {p} | {wall:.2f} | {fps:.0f} | {ratio:.2f} ({low:.2f}-{high:.2f}) |"
+              for name, p, wall, fps, ratio, low, high in rows]
     return "\n".join(lines)
 
 
@@ -280,8 +277,10 @@ def section_text(body: str, info: dict, args: argparse.Namespace, argv: list[str
         f"{info['videos']} videos ({args.unique} distinct synthetic videos, copied) of {args.frames} frames at "
         f"{args.height}x{args.width}, 25 fps, H.264; sampling rates {' '.join(map(str, args.sampling_rates))} "
         f"-> decoded once at stride 2 and resized to short side {args.short_side} while decoding: "
-        f"{info['frames']} decoded frames in every case. Best of {args.repeats} runs per case, cases "
-        f"interleaved. decord threads = 1 per process; the job commits parts of {info['part_size']} videos.",
+        f"{info['frames']} decoded frames in every case. {args.repeats} rounds of all cases (interleaved, so "
+        "a noisy minute hits all of them): walls are medians, and each ratio pairs a run with the "
+        "decode-only run of its own round (median and range over rounds). decord threads = 1 per "
+        f"process; the job commits parts of {info['part_size']} videos.",
         "",
         f"- machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
         f"decord {decord.__version__}",
@@ -303,7 +302,9 @@ def section_text(body: str, info: dict, args: argparse.Namespace, argv: list[str
         "(manifest, actor start, decoder processes, Parquet and marker commits); \"while actors "
         "work\" divides the summed per-part times by the actor count, i.e. throughput without "
         "the one-off actor start, which a 240k-video run amortizes. Target: the job >= 0.80 "
-        "of decode-only at the same parallelism.",
+        "of decode-only at the same parallelism. End to end minus while-working (actor and "
+        f"decoder start-up, last-part tail), median: {info['startup'][0]:.1f} s with 1 actor, "
+        f"{info['startup'][1]:.1f} s with 2.",
         "",
     ])
 

@@ -356,6 +356,9 @@ class VideoError(Exception):
         super().__init__(f"{stage}: {reason}")
         self.stage, self.reason = stage, reason
 
+    def __reduce__(self):  # picklable across processes (the default passes one argument)
+        return type(self), (self.stage, self.reason)
+
 
 # Leading bytes of containers decord can read: a file that starts like one but does not
 # open is a corrupt video (e.g. truncated), anything else is not a video at all.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -101,6 +102,8 @@ def test_bad_inputs_raise_a_video_error_with_a_reason(videos, name):
         assert precompute.reason_category(err.value.reason) == category, err.value.reason
     else:
         assert precompute.reason_category(err.value.reason) in ("corrupt video", "decode error")
+    copy = pickle.loads(pickle.dumps(err.value))  # crosses process pools intact
+    assert (copy.stage, copy.reason, str(copy)) == (err.value.stage, err.value.reason, str(err.value))
 
 
 def test_score_video_matches_cell_diff_maps_of_the_decoded_frames(videos):
@@ -368,3 +371,22 @@ def test_calibrate_writes_tau_per_rate_and_a_histogram(finished, tmp_path, capsy
     # 4 videos x 1 view x (8/2 slices x 4x4 tokens), slice 0 counted as +inf
     assert {s: p.size for s, p in population.items()} == {2: 4 * 64, 4: 4 * 64}
     assert np.isinf(population[2]).sum() == 4 * 16
+
+
+def test_precompute_benchmark_runs_every_case_and_writes_its_section(ray_local, tmp_path, capsys):
+    from jobs import bench_precompute
+
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Benchmarks\n\n## Precompute (issue 3)\n\nold\n\n## Other\n\nkept\n")
+    argv = ["--videos", "4", "--unique", "1", "--frames", "40", "--height", "64", "--width", "96",
+            "--short-side", "64", "--repeats", "1", "--max-wait", "0", "--part-size", "2",
+            "--work-dir", str(tmp_path / "work"), "--output", str(doc)]
+    assert bench_precompute.main(argv) == 0
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("## Other\n\nkept\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "parallelism |" not in line]
+    assert len(rows) == 8  # decode, decode+score, job end to end, job while working; at 1 and 2
+    # 4 videos x 20 decoded frames (stride 2) in every case, ratios against the same round
+    assert all(float(r.split("|")[4]) > 0 for r in rows) and "80 decoded frames in every case" in text
+    assert [r.split("|")[5].split()[0] for r in rows if "decode only" in r] == ["1.00", "1.00"]
+    assert "scoring adds" in capsys.readouterr().out
