@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgtc bench precompute", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=256,
-                        help="video files in the run (enough that the job's ~2-4 s start-up is amortised)")
+                        help="video files in the run (enough that the job's ~5 s start-up is amortised)")
     parser.add_argument("--unique", type=int, default=4, help="distinct synthetic videos (copied)")
     parser.add_argument("--frames", type=int, default=200, help="source frames per video (25 fps)")
     parser.add_argument("--height", type=int, default=320)
