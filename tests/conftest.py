@@ -58,6 +58,7 @@ def ray_local():
         num_cpus=2,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),  # several suites may share one machine
         _temp_dir=ray_tmp,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
         log_to_driver=True,
