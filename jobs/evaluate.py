@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.optim.mode != "finetune":
         print("mgtc eval: optim.mode: evaluation needs a fine-tuned classifier (finetune)", file=sys.stderr)
         return 2
-    from jobs.train import connect_ray
+    from jobs.train import checked_checkpoint, connect_ray
+
+    if not checked_checkpoint(cfg, args.checkpoint, "mgtc eval"):
+        return 2
     from pipeline.evaluate import format_table, run_evaluation
 
     started = connect_ray()

@@ -41,6 +41,22 @@ def connect_ray() -> bool:
     return True
 
 
+def checked_checkpoint(cfg, uri: str, prog: str) -> bool:
+    """Read and validate checkpoint `uri` for `cfg` in the driver, before Ray starts: False
+    (after one line on stderr naming the file) when it is unusable; the keys a non-strict
+    load leaves missing or ignores are printed as WARNING lines."""
+    from pipeline.evaluate import CheckpointError, check_weights
+
+    try:
+        report = check_weights(cfg, uri)
+    except CheckpointError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return False
+    for line in report.summary().splitlines():
+        print(f"{prog}: WARNING: {line}", file=sys.stderr)
+    return True
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human summary of `run_training`'s result."""
     def pct(key: str) -> str:
@@ -67,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         print(f"mgtc train: {err}", file=sys.stderr)
+        return 2
+    if cfg.model.checkpoint and not checked_checkpoint(cfg, cfg.model.checkpoint, "mgtc train"):
         return 2
     from pipeline.training import run_training
 

@@ -17,6 +17,7 @@ reduces the per-view probabilities on the driver, streaming.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -35,7 +36,17 @@ from pipeline import storage
 from pipeline.clips import clip_dataset, to_model_inputs
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.flops import encoder_shape, gmacs_per_view
-from pipeline.model import build_model, build_pretrain_model, load_videomae_checkpoint
+from pipeline.model import (
+    CheckpointError,
+    LoadReport,
+    build_model,
+    build_pretrain_model,
+    extract_state_dict,
+    load_videomae_checkpoint,
+    plan_load,
+    read_checkpoint,
+    to_model_keys,
+)
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
 from pipeline.shards import calibrated_tau
 from pipeline.tracking import (
@@ -208,18 +219,69 @@ def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> s
     A directory is one of our training checkpoints (`state.pt`, loaded strictly with the
     weights-only unpickler); a file is an official VideoMAE / our own `.pt`, loaded through
     `load_videomae_checkpoint` (non-strict, prefixes handled, head dropped on a class-count
-    change).
+    change, refused when it lacks the encoder). Raises CheckpointError naming the file.
     """
     fs, path = storage.filesystem_for(uri)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         state_uri = storage.join(uri, STATE_FILE)
-        with storage.download_to_temp(state_uri) as local:
-            state = torch.load(local, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        with _local_copy(state_uri) as local:
+            state = read_checkpoint(local)
+        weights, _ = plan_load(model, _training_weights(state, state_uri), storage.redact(state_uri), strict=True)
+        model.load_state_dict(weights)
         return state_uri
-    with storage.download_to_temp(uri) as local:
-        load_videomae_checkpoint(model, local, allow_pickle=allow_pickle)
+    with _local_copy(uri) as local:
+        try:
+            load_videomae_checkpoint(model, local, allow_pickle=allow_pickle)
+        except CheckpointError as err:
+            raise CheckpointError(str(err).replace(str(local), storage.redact(uri))) from None
     return uri
+
+
+@contextlib.contextmanager
+def _local_copy(uri: str):
+    """`storage.download_to_temp`, with a missing file as a CheckpointError naming the URI."""
+    try:
+        with storage.download_to_temp(uri) as local:
+            yield local
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {storage.redact(uri)}: no such file") from None
+
+
+def _training_weights(state: Any, uri: str) -> dict:
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"checkpoint {storage.redact(uri)}: not a training checkpoint (no 'model' weights)")
+    return state["model"]
+
+
+def check_weights(cfg: Config, uri: str) -> LoadReport:
+    """Read and validate the checkpoint `uri` for `cfg`'s model in the driver, before Ray
+    starts, so a wrong file fails in seconds with one line instead of inside every actor.
+
+    The model is built on the meta device (names and shapes only, no memory). Returns the
+    LoadReport (missing / unexpected / dropped keys) for the caller to print; raises
+    CheckpointError (missing, empty, truncated, not a checkpoint, needs allow_pickle, lacks
+    the encoder, other shapes).
+    """
+    with torch.device("meta"):
+        model = make_model(cfg)
+    shown = storage.redact(uri)
+    fs, path = storage.filesystem_for(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise CheckpointError(f"checkpoint {shown}: no such file or directory")
+    if info.type == pafs.FileType.Directory:
+        state_uri = storage.join(uri, STATE_FILE)
+        with _local_copy(state_uri) as local:
+            state = read_checkpoint(local)
+        _, report = plan_load(model, _training_weights(state, state_uri), storage.redact(state_uri), strict=True)
+        return report
+    with _local_copy(uri) as local:
+        try:
+            checkpoint = read_checkpoint(local, allow_pickle=cfg.model.allow_pickle)
+        except CheckpointError as err:
+            raise CheckpointError(str(err).replace(str(local), shown)) from None
+    _, report = plan_load(model, to_model_keys(extract_state_dict(checkpoint), model), shown)
+    return report
 
 
 def autocast(cfg: Config, device: torch.device):

@@ -802,6 +802,11 @@ def build_pretrain_model(
 # Checkpoints
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, not a checkpoint, or not this model's
+    weights. The message is one line naming the file and what is wrong."""
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What `load_videomae_checkpoint` did: keys the model lacked values for, keys of the
@@ -812,27 +817,68 @@ class LoadReport:
     unexpected: tuple[str, ...]
     dropped: tuple[str, ...]
 
+    def summary(self) -> str:
+        """One line per non-empty key group, e.g. `missing (left at their initial values): head.weight, ...`."""
+        named = (("missing (left at their initial values)", self.missing),
+                 ("unexpected (ignored)", self.unexpected),
+                 ("dropped (shape differs: another class count)", self.dropped))
+        return "\n".join(f"checkpoint {self.source}: {name}: {_short_list(keys)}" for name, keys in named if keys)
+
+
+def _short_list(keys: tuple[str, ...] | list[str], limit: int = 8) -> str:
+    keys = list(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
 
 def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Mapping[str, object]:
     """torch.load a checkpoint file on CPU with the weights-only unpickler.
 
     Official VideoMAE checkpoints store their `args` as an argparse.Namespace, a plain
-    attribute bag, so it is allow-listed. Anything else that needs arbitrary unpickling fails
-    with a ValueError naming the file unless `allow_pickle=True`: that runs code from the file
-    and must only be used for files from a trusted source.
+    attribute bag, so it is allow-listed. Raises CheckpointError (one line naming the file)
+    for a missing, empty, truncated or non-checkpoint file, and for a pickle that needs
+    classes beyond tensors: that one loads only with `allow_pickle=True`
+    (`--set model.allow_pickle=true`), which runs code from the file and must only be used
+    for files from a trusted source. A corrupt file is never told to enable it.
     """
-    if allow_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {name}: no such file")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {name}: is a directory, not a checkpoint file")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {name}: file is empty (0 bytes)")
+    with open(p, "rb") as f:
+        magic = f.read(4)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        if allow_pickle:
+            checkpoint = torch.load(p, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"checkpoint {str(path)!r} holds objects that only full unpickling can load. "
-            "Full unpickling can run arbitrary code: if you trust the file, pass "
-            "allow_pickle=True (CLI: --allow-pickle).\n"
-            f"torch said: {str(err).splitlines()[0]}"
-        ) from err
+        found = _UNSUPPORTED_GLOBAL.search(str(err))
+        if found and not allow_pickle:
+            raise CheckpointError(
+                f"checkpoint {name} holds Python objects beyond tensors ({found[1]}); loading it runs "
+                "code from the file. Only for a file from a trusted source: --set model.allow_pickle=true"
+            ) from None
+        raise CheckpointError(f"checkpoint {name}: not a PyTorch checkpoint (unreadable pickle data)") from None
+    except Exception as err:  # torch raises RuntimeError / EOFError / KeyError / ... for corrupt files
+        if magic == b"PK\x03\x04":
+            raise CheckpointError(
+                f"checkpoint {name}: truncated or corrupt ({size} bytes; the zip archive is incomplete)"
+            ) from None
+        kind = type(err).__name__
+        raise CheckpointError(f"checkpoint {name}: not a PyTorch checkpoint ({kind} while reading it)") from None
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"checkpoint {name}: holds a {type(checkpoint).__name__}, not a dict of weights")
+    return checkpoint
 
 
 def extract_state_dict(checkpoint: Mapping[str, object]) -> dict[str, Tensor]:
@@ -865,6 +911,63 @@ def to_model_keys(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Te
     return {_strip(k, ("backbone.", "encoder.")): v for k, v in state.items()}
 
 
+def _encoder_prefixes(model: nn.Module) -> tuple[str, str]:
+    """(patch embedding, blocks) key prefixes of `model`'s encoder."""
+    root = "encoder." if isinstance(model, VideoMAEPretrain) else ""
+    return f"{root}patch_embed.", f"{root}blocks."
+
+
+def plan_load(model: nn.Module, state: Mapping[str, Tensor], source: str, *, strict: bool = False) -> tuple[dict[str, Tensor], LoadReport]:
+    """Check `state` (already in `model`'s key layout) against `model`; returns what to load.
+
+    Works on a meta-device model too (only key names and shapes are compared). `head.*` is
+    dropped when its shape differs (another class count). Raises CheckpointError, before
+    anything is loaded, when the checkpoint does not provide the whole encoder (the patch
+    embedding and every block: a resnet or another model's weights would otherwise "load"
+    and leave a randomly initialised network), when a tensor's shape differs (another model
+    size / frames / patch), or, with `strict`, when any key is missing or unexpected.
+    """
+    own = model.state_dict()
+    state = dict(state)
+    dropped = []
+    head = ("head.weight", "head.bias")
+    if any(k in state and k in own and tuple(state[k].shape) != tuple(own[k].shape) for k in head):
+        dropped = [k for k in head if k in state]
+        for k in dropped:
+            del state[k]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    embed, blocks = _encoder_prefixes(model)
+    lacking = [k for k in missing if k.startswith((embed, blocks))]
+    if lacking:
+        depth = len({k.split(".")[len(blocks.split(".")) - 1] for k in own if k.startswith(blocks)})
+        parts = []
+        if any(k.startswith(embed) for k in lacking):
+            parts.append("the patch embedding")
+        gone = sorted({int(k[len(blocks):].split(".")[0]) for k in lacking if k.startswith(blocks)})
+        if gone:
+            parts.append(f"{len(gone)} of {depth} encoder blocks ({_short_list([str(b) for b in gone])})")
+        raise CheckpointError(
+            f"checkpoint {source} does not provide the encoder: {' and '.join(parts)} missing "
+            f"({len(lacking)} tensors, e.g. {lacking[0]}); it holds {len(state)} tensors "
+            f"(e.g. {_short_list(list(state)[:3])}), not VideoMAE weights for this model"
+        )
+    mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if mismatched:
+        k = mismatched[0]
+        raise CheckpointError(
+            f"checkpoint {source}: {len(mismatched)} tensors have another shape than this model's, "
+            f"e.g. {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} (another model.size, "
+            "data.num_frames, data.input_size or model.patch?)"
+        )
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"checkpoint {source}: strict load: missing {_short_list(missing) or '-'}; "
+            f"unexpected {_short_list(unexpected) or '-'}"
+        )
+    return state, LoadReport(source, tuple(missing), tuple(unexpected), tuple(dropped))
+
+
 def load_videomae_checkpoint(
     model: nn.Module,
     path_or_state: str | Path | Mapping[str, object],
@@ -875,9 +978,11 @@ def load_videomae_checkpoint(
     """Load an official VideoMAE (or our own) checkpoint into `model`; returns a LoadReport.
 
     Accepts a file path or an already loaded dict, with the weights under `model`, `module`
-    or at the top level. `head.*` is dropped when its shape differs (another class count).
-    Loading is non-strict by default, as official: pre-train decoder keys and `norm.*` show
-    up as unexpected, fc_norm / head of a pre-train checkpoint as missing; all are logged.
+    or at the top level. Checked by `plan_load` before anything is copied: a checkpoint that
+    lacks part of the encoder or has other shapes is refused (CheckpointError). Otherwise
+    non-strict by default, as official: pre-train decoder keys and `norm.*` show up as
+    unexpected, fc_norm / head of a pre-train checkpoint as missing; `head.*` is dropped on
+    a class-count change; the summary is logged at WARNING (`LoadReport.summary`).
     A pre-train checkpoint loads into `VideoMAEPretrain` with nothing missing or unexpected.
     """
     source = "<state dict>" if isinstance(path_or_state, Mapping) else str(path_or_state)
@@ -885,25 +990,12 @@ def load_videomae_checkpoint(
         checkpoint = path_or_state
     else:
         checkpoint = read_checkpoint(path_or_state, allow_pickle=allow_pickle)
-    state = to_model_keys(extract_state_dict(checkpoint), model)
-    own = model.state_dict()
-    dropped = []
-    head = ("head.weight", "head.bias")
-    if any(k in state and k in own and state[k].shape != own[k].shape for k in head):
-        dropped = [k for k in head if k in state]
-        for k in dropped:
-            del state[k]
-    result = model.load_state_dict(state, strict=strict)
-    report = LoadReport(
-        source, tuple(result.missing_keys), tuple(result.unexpected_keys), tuple(dropped)
-    )
+    state, report = plan_load(model, to_model_keys(extract_state_dict(checkpoint), model), source, strict=strict)
+    model.load_state_dict(state, strict=False)
     log = logging.getLogger(__name__)
     log.info("loaded %s: %d tensors", source, len(state))
-    named = (("missing", report.missing), ("unexpected", report.unexpected),
-             ("dropped (shape differs)", report.dropped))
-    for name, keys in named:
-        if keys:
-            log.info("%s keys: %s", name, ", ".join(keys))
+    if report.summary():
+        log.warning("%s", report.summary())
     return report
 
 
