@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "synthetic data -> precompute -> train -> eval, on embedded defaults"),
     "synth": ("jobs.synth", "write a synthetic motion-classification video data set"),
+    "manifest": ("jobs.manifest", "convert an official split file (UCF101, HMDB51, Kinetics, SSv2) to a manifest"),
     "precompute": ("jobs.precompute", "decode videos once and write motion-score shards (Ray Data)"),
     "calibrate": ("jobs.calibrate", "tau for a target data-set-wide masking ratio, per sampling rate"),
     "train": ("jobs.train", "fine-tune or MAE pre-train a VideoMAE ViT with a token strategy (Ray Train)"),

@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from jobs.train import checked_checkpoint, connect_ray
 
+    from pipeline.preflight import input_problems
+
+    problems = input_problems(cfg, (args.split,))
+    for line in problems:
+        print(f"mgtc eval: {line}", file=sys.stderr)
+    if problems:
+        return 2
     if not checked_checkpoint(cfg, args.checkpoint, "mgtc eval"):
         return 2
     from pipeline.evaluate import format_table, run_evaluation

@@ -6,8 +6,10 @@ docs/SHARDS.md. Resumable: rerun the same command to finish a killed job (commit
 are skipped). Runs locally (starts Ray), on the cluster in RAY_ADDRESS, or submitted:
 `ray job submit --working-dir . -- python -m jobs.precompute <manifest> --out s3://...`.
 
-Exit status: 0 when every manifest line ended as a shard row or an error row, 1 when some
-parts failed in Ray (rerun to retry them), 2 for bad arguments or settings.
+Exit status: 0 when every manifest line ended as a shard row or an error row and at least
+one video succeeded, 1 when some parts failed in Ray (rerun to retry them), 2 for bad
+arguments, settings or manifests (labels outside --num-classes included), 3 when every
+line failed (nothing to train on; the summary says why, by reason).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 
 from pipeline import storage
 from pipeline.manifest import ManifestError
+from pipeline.shards import ERRORS_DIR
 from pipeline.precompute import ConfigError, format_summary, load_config, run_precompute
 
 # flag -> PrecomputeConfig field; flags given on the command line override the YAML.
@@ -33,6 +36,7 @@ FLAGS = {
     "s3_endpoint": "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL)",
     "path_column": "CSV manifest: name of the path column",
     "label_column": "CSV manifest: name of the label column",
+    "num_classes": "labels must be in 0..N-1 (default: data.num_classes of a train --config; 0 = unchecked)",
 }
 
 
@@ -71,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgtc precompute: {storage.redact(str(err))}", file=sys.stderr)
         return 2
     print(format_summary(summary), flush=True)
-    return 0 if summary.complete else 1
+    if not summary.complete:
+        return 1
+    if summary.videos and not summary.ok:
+        reasons = ", ".join(f"{n} {name}" for name, n in summary.failed_by_reason.most_common(3))
+        print(f"mgtc precompute: every one of the {summary.videos} manifest lines failed ({reasons}): "
+              f"see the errors table in {storage.redact(summary.out)}/{ERRORS_DIR}/", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

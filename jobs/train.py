@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mgtc train: {err}", file=sys.stderr)
         return 2
+    from pipeline.preflight import input_problems
+
+    problems = input_problems(cfg, ("train", "val"))
+    for line in problems:
+        print(f"mgtc train: {line}", file=sys.stderr)
+    if problems:
+        return 2
     if cfg.model.checkpoint and not checked_checkpoint(cfg, cfg.model.checkpoint, "mgtc train"):
         return 2
     from pipeline.training import run_training

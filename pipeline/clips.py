@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pipeline import shards, storage, video
 from pipeline.config import Config
-from pipeline.manifest import read_manifest
+from pipeline.manifest import check_labels, read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
 
 log = logging.getLogger(__name__)
@@ -558,6 +558,7 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
         part_of = dict(zip(table.column("path").to_pylist(), table.column("part").to_pylist()))
     if manifest:
         rows = read_manifest(manifest)
+        check_labels(rows, d.num_classes, manifest)
         ok = [(r.path, int(r.label), i) for i, r in enumerate(rows) if not r.error and r.label is not None]
         if len(ok) < len(rows):
             skipped["manifest error"] = len(rows) - len(ok)
@@ -566,6 +567,11 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
                       table.column("line").to_pylist()))
     else:
         raise ValueError(f"split {split!r} needs data.{split}_manifest")
+    bad = [] if manifest else [(line, label) for _, label, line in ok if not 0 <= label < d.num_classes]
+    if bad:
+        raise ValueError(f"shards {storage.redact(d.shards)}: {len(bad)} labels outside data.num_classes="
+                         f"{d.num_classes} (0-based), e.g. "
+                         + ", ".join(f"manifest line {line}: label {label}" for line, label in bad[:5]))
     scored = [r for r in ok if r[0] in part_of]
     rest = [r for r in ok if r[0] not in part_of]
     if d.shards and split == "train" and rest:

@@ -8,9 +8,17 @@ Two formats, detected from the first non-blank line:
   `target`); other columns are ignored. `path_column=` / `label_column=` pick others.
 
 A path may be absolute, `s3://...`, or relative to the manifest's folder (also when the
-manifest itself is on S3). Every non-blank line becomes one `ManifestRow`; a line that
-cannot name a video and a label (bad label, unreadable path, duplicate) gets `error` set
-instead of raising, so one bad line never sinks a job of 240k videos.
+manifest itself is on S3). Blank lines and comment lines (first non-blank character `#`)
+are skipped; every other line becomes one `ManifestRow`; a line that cannot name a video
+and a label (bad label, unreadable path, duplicate) gets `error` set instead of raising,
+so one bad line never sinks a job of 240k videos.
+
+Labels are 0-based class indices. The official split files of UCF101 (`trainlistNN.txt`,
+1-based, `testlistNN.txt`, no labels), HMDB51 (`<class>_test_splitN.txt`), Kinetics CSVs
+(`youtube_id`, `time_start`, `time_end`) and Something-Something v2's JSON files are not
+manifests: reading one is a ManifestError naming the `mgtc manifest convert` command that
+turns it into a list file (`pipeline/splits.py`), never a silent off-by-one.
+`check_labels` tests labels against `data.num_classes`.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import csv
 import io
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 
 from pipeline import storage
@@ -29,7 +38,17 @@ SUPPORTED_SCHEMES = ("s3", "file")
 
 
 class ManifestError(ValueError):
-    """A manifest that is unusable as a whole (empty, or its CSV header lacks a column)."""
+    """A manifest that is unusable as a whole (empty, its CSV header lacks a column, an
+    official split file that needs converting, labels outside the class count)."""
+
+
+_CONVERT = "convert it to a list file first: mgtc manifest convert {kind} ... (docs/SHARDS.md, Manifests)"
+_OFFICIAL_NAMES = (
+    (re.compile(r"^(train|test)list\d+\.txt$", re.I), "ucf101", "UCF101's official split file (labels 1-based or absent)"),
+    (re.compile(r"^classind\.txt$", re.I), "ucf101", "UCF101's class index, not a manifest"),
+    (re.compile(r"^.+_test_split\d+\.txt$", re.I), "hmdb51", "an HMDB51 official split file (1 = train, 2 = test)"),
+    (re.compile(r"\.json$", re.I), "ssv2", "a JSON file (Something-Something v2 labels?)"),
+)
 
 
 @dataclass(frozen=True)
@@ -141,17 +160,22 @@ def parse_manifest(text: str, base: str, *, path_column: str | None = None,
     names no path/label column when columns were requested, or no rows at all).
     """
     text = text.lstrip("\ufeff")
-    lines = text.splitlines()
+    lines = ["" if _skipped(ln) else ln for ln in text.splitlines()]
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is None:
-        raise ManifestError("manifest has no lines")
+        raise ManifestError("manifest has no lines (blank and # comment lines are skipped)")
     header = next(csv.reader([lines[first]]))
     columns = _header_columns(header, path_column, label_column) if len(header) > 1 else None
-    if columns is None and (path_column or label_column):
-        raise ManifestError(
-            f"manifest header {printable(lines[first])!r} has no column "
-            f"{path_column or label_column!r}"
-        )
+    if columns is None and (path_column or label_column or _looks_like_header(lines[first], header)):
+        names = [h.strip().lower() for h in header]
+        if "youtube_id" in names:
+            raise ManifestError(f"manifest header {printable(lines[first])!r} is a Kinetics CSV: "
+                                + _CONVERT.format(kind="kinetics"))
+        wanted = (f"path column {path_column!r}" if path_column else f"a path column ({', '.join(PATH_COLUMNS)})")
+        wanted += " and " + (f"label column {label_column!r}" if label_column
+                             else f"a label column ({', '.join(LABEL_COLUMNS)})")
+        raise ManifestError(f"CSV manifest header {printable(lines[first])!r} names no known columns: "
+                            f"expected {wanted}")
     rows: list[ManifestRow] = []
     if columns is not None:
         p, lab = columns
@@ -180,9 +204,52 @@ def parse_manifest(text: str, base: str, *, path_column: str | None = None,
     return _mark_duplicates(rows)
 
 
+def _skipped(line: str) -> bool:
+    """Comment lines (`# ...`) count as blank."""
+    return line.lstrip().startswith("#")
+
+
+def _looks_like_header(line: str, fields: list[str]) -> bool:
+    """A first line with several comma-separated fields that is not `<path> <label>`."""
+    if len(fields) < 2:
+        return False
+    words = line.split()
+    return not (len(words) == 2 and words[1].strip().isdigit())
+
+
+def check_official(uri: str) -> None:
+    """Raise ManifestError when `uri` is named like an official split file (see module doc)."""
+    name = storage.basename(uri)
+    for pattern, kind, what in _OFFICIAL_NAMES:
+        if pattern.search(name):
+            raise ManifestError(f"manifest {storage.redact(uri)} is {what}: " + _CONVERT.format(kind=kind))
+
+
+def label_problems(rows: list[ManifestRow], num_classes: int) -> list[str]:
+    """'line N: label L ...' for every usable row whose label is not in [0, num_classes)."""
+    return [f"line {r.line} ({r.video}): label {r.label} is not in 0..{num_classes - 1}"
+            for r in rows if not r.error and r.label is not None and not 0 <= r.label < num_classes]
+
+
+def check_labels(rows: list[ManifestRow], num_classes: int, source: str) -> None:
+    """Raise ManifestError naming the lines whose label does not fit `num_classes`
+    (`data.num_classes`; labels are 0-based). Call it wherever a manifest is read for a
+    model: precompute, train, eval, predict. num_classes <= 0 skips the check."""
+    if num_classes <= 0:
+        return
+    bad = label_problems(rows, num_classes)
+    if bad:
+        more = f" (and {len(bad) - 5} more lines)" if len(bad) > 5 else ""
+        raise ManifestError(
+            f"manifest {storage.redact(source)}: {len(bad)} labels outside data.num_classes={num_classes} "
+            f"(labels are 0-based): " + "; ".join(bad[:5]) + more)
+
+
 def read_manifest(uri: str, *, path_column: str | None = None, label_column: str | None = None,
                   endpoint: str | None = None) -> list[ManifestRow]:
-    """Read and parse a manifest (local path or s3://); see `parse_manifest`."""
+    """Read and parse a manifest (local path or s3://); see `parse_manifest`. Raises
+    ManifestError for an official split file (convert it first) and FileNotFoundError."""
+    check_official(uri)
     text = storage.open_text(uri, endpoint=endpoint).getvalue()
     return parse_manifest(text, storage.parent(storage.normalize(uri)),
                           path_column=path_column, label_column=label_column)

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from pipeline import shards, storage, video
-from pipeline.manifest import ManifestRow, read_manifest
+from pipeline.manifest import ManifestRow, check_labels, read_manifest
 
 # Same as pipeline.motion.SCORE_MODES; not imported from there because motion imports torch,
 # which the decoder processes never need (a test checks the two agree).
@@ -103,6 +103,7 @@ class PrecomputeConfig:
     progress_interval_s: float = 10.0
     path_column: str = ""
     label_column: str = ""
+    num_classes: int = 0  # labels must be in 0..num_classes-1 (a train config's data.num_classes); 0 = unchecked
 
     def validate(self) -> "PrecomputeConfig":
         """Raise ConfigError listing every invalid field; returns self."""
@@ -124,7 +125,7 @@ class PrecomputeConfig:
         for name in ("part_size", "decode_threads", "chunk_frames"):
             if getattr(self, name) < 1:
                 e.append(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("actors", "crash_retries", "max_task_retries"):
+        for name in ("actors", "crash_retries", "max_task_retries", "num_classes"):
             if getattr(self, name) < 0:
                 e.append(f"{name}={getattr(self, name)}: must be >= 0")
         for name in ("timeout_s", "progress_interval_s"):
@@ -205,8 +206,8 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Pr
         sections = {"precompute", "data", "model", "masking", "optim", "scaling", "tracking"}
         if set(loaded) & sections:
             data, model, masking = (loaded.get(k) or {} for k in ("data", "model", "masking"))
-            for key, src in (("short_side", data), ("num_frames", data), ("tubelet", model),
-                             ("score_mode", masking)):
+            for key, src in (("short_side", data), ("num_frames", data), ("num_classes", data),
+                             ("tubelet", model), ("score_mode", masking)):
                 if key in src:
                     values[key] = src[key]
             values.update(loaded.get("precompute") or {})
@@ -1087,6 +1088,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
     out = storage.normalize(out)
     rows = read_manifest(manifest, path_column=cfg.path_column or None,
                          label_column=cfg.label_column or None, endpoint=endpoint)
+    check_labels(rows, cfg.num_classes, manifest)
     parts = split_parts(rows, cfg.part_size)
     _check_or_write_meta(out, cfg, manifest, rows, endpoint)
     for folder in (shards.SHARDS_DIR, shards.ERRORS_DIR, shards.PARTS_DIR, ""):

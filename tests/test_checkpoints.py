@@ -113,7 +113,9 @@ def test_jobs_refuse_a_bad_checkpoint_before_ray_starts(tmp_path, capsys):
         pytest.skip("a session Ray is running: cannot tell whether the job started one")
     config = tmp_path / "c.yaml"
     config.write_text("{}\n")
-    args = ["--config", str(config)] + [a for s in TINY for a in ("--set", s)]
+    (tmp_path / "train.txt").write_text("a.mp4 1\n")
+    sets = TINY + [f"data.train_manifest={tmp_path / 'train.txt'}"]
+    args = ["--config", str(config)] + [a for s in sets for a in ("--set", s)]
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     assert eval_job.main(args + ["--checkpoint", str(empty)]) == 2
