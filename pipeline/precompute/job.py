@@ -570,12 +570,12 @@ class DecoderProcess:
         self.ready = False
 
     def _start(self) -> subprocess.Popen:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")
         return subprocess.Popen(
-            [sys.executable, "-c", "from pipeline.precompute import child_main; child_main()"],
+            [sys.executable, "-c", "from pipeline.precompute.job import child_main; child_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
 
