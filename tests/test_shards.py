@@ -57,9 +57,9 @@ def test_cell_scorer_extreme_frames_fill_the_sum_types_exactly(cell):
 def test_warm_up_compiles_the_signature_that_scoring_uses():
     # decoder processes warm up before they report ready: the first video must then find
     # its kernel compiled (a different signature would compile again, inside its time)
-    code = ("import numpy as np; from pipeline import precompute; precompute.warm_up_scoring(); "
-            "k = precompute._kernel(); n = len(k.signatures); "
-            "s = precompute.CellScorer((2, 4), 2, 2, 8, 50, 69); "
+    code = ("import numpy as np; from pipeline.precompute import scoring; scoring.warm_up_scoring(); "
+            "k = scoring._kernel(); n = len(k.signatures); "
+            "s = scoring.CellScorer((2, 4), 2, 2, 8, 50, 69); "
             "s.feed(np.zeros((9, 50, 69, 3), np.uint8)); print(n, len(k.signatures))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "1"]
