@@ -17,13 +17,12 @@ from typing import Any
 
 import yaml
 
-from pipeline.selection import STRATEGIES
+from pipeline.vocab import SCORE_MODES, SCORE_STRATEGIES, STRATEGIES
 
 MODEL_SIZES = ("tiny", "small", "base", "large")
 MODES = ("finetune", "pretrain")
 PRETRAIN_MASKS = ("tube", "random")
 PRECISIONS = ("fp32", "bf16")
-SCORE_MODES = ("boundary", "consecutive")
 
 
 class ConfigError(ValueError):
@@ -160,8 +159,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], name)
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if isinstance(value, str):  # "2, 4", "2 4", "[2, 4]"
+            value = value.strip("()[] ").replace(",", " ").split()
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: any length, one value alone
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return tuple(_coerce(v, args[0], name) for v in items)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{name}: expected {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, name) for v, a in zip(value, args))
@@ -187,19 +189,23 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
     if hint is str:
+        if value is None:  # an empty YAML value
+            return ""
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
         return str(value)
     raise ConfigError(f"{name}: unsupported type {hint!r}")
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def coerce_fields(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """`values` converted to the field types of dataclass `cls` (nested dataclasses built),
+    or ConfigError naming the field (`prefix.name`) and what is allowed."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
-            f"{prefix}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+            f"{prefix or 'config'}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
         )
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -213,7 +219,32 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             kwargs[f.name] = _build(hints[f.name], value, name)
         else:
             kwargs[f.name] = _coerce(value, hints[f.name], name)
-    return cls(**kwargs)
+    return kwargs
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    return cls(**coerce_fields(cls, values, prefix))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (local path or s3://), or ConfigError saying what is wrong."""
+    from pipeline import storage
+
+    try:
+        loaded = yaml.safe_load(storage.read_bytes(str(path))) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping")
+    return loaded
+
+
+def build_sections(raw: dict[str, Any]) -> Config:
+    """A Config from a mapping of sections, types converted but not validated (for readers
+    that take a few fields of a training config, e.g. the precompute job)."""
+    return _build(Config, raw, "")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -233,15 +264,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (optional), apply overrides, build and validate. Raises ConfigError."""
-    raw: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
-        raw = loaded
+    raw = read_yaml(path) if path else {}
     raw = apply_overrides(raw, list(overrides or []))
     cfg = _build(Config, raw, "")
     validate(cfg)
@@ -308,7 +331,7 @@ def validate(cfg: Config) -> None:
                "masking.tau: mgtc_threshold needs masking.tau or masking.calibrated=true")
     if k.tau is not None:
         _check(e, math.isfinite(k.tau) and k.tau >= 0, f"masking.tau={k.tau}: must be a finite value >= 0")
-    if k.strategy in ("mgtc_ratio", "mgtc_threshold") or k.calibrated:
+    if k.strategy in SCORE_STRATEGIES or k.calibrated:
         _check(e, bool(d.shards), f"data.shards: masking.strategy={k.strategy!r} needs motion-score shards")
     _check(e, k.score_mode in SCORE_MODES, f"masking.score_mode={k.score_mode!r}: allowed: {', '.join(SCORE_MODES)}")
     _check(e, k.pretrain_mask in PRETRAIN_MASKS,

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-SCORE_MODES = ("boundary", "consecutive")
+from pipeline.vocab import SCORE_MODES
 
 
 def boundary_distance(tubelet: int) -> int:

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-STRATEGIES = ("none", "random", "tube", "running_cell", "mgtc_ratio", "mgtc_threshold")
-SCORE_STRATEGIES = ("mgtc_ratio", "mgtc_threshold")
+from pipeline.vocab import SCORE_STRATEGIES, STRATEGIES
 
 
 @dataclass(frozen=True)

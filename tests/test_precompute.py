@@ -63,12 +63,20 @@ def test_load_config_from_yaml_sections_flat_and_flags(tmp_path):
     flat.write_text("sampling_rates: 4\npad_short: yes\n")
     assert precompute.load_config(str(flat)).sampling_rates == (4,)
     flat.write_text("sampling_rate: 4\n")
-    with pytest.raises(ConfigError, match="unknown precompute setting.*sampling_rate"):
+    with pytest.raises(ConfigError, match="precompute: unknown field.*sampling_rate"):
         precompute.load_config(str(flat))
     with pytest.raises(ConfigError, match="does not exist"):
         precompute.load_config(str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="short_side"):
         precompute.load_config(None, {"short_side": 4})
+    # One coercion with the training config: "16.0" is 16 here as it is in `--set`.
+    cfg = precompute.load_config(None, {"num_frames": "16.0", "sampling_rates": "2, 4"})
+    assert (cfg.num_frames, cfg.sampling_rates) == (16, (2, 4))
+    with pytest.raises(ConfigError, match=r"precompute\.cell: expected an integer, got 'x'"):
+        precompute.load_config(None, {"cell": "x"})
+    train_like.write_text("data: {short_sid: 112}\n")  # a training config is read with its own fields
+    with pytest.raises(ConfigError, match="data: unknown field.*short_sid"):
+        precompute.load_config(str(train_like))
 
 
 def test_cli_rejects_bad_settings_before_ray(capsys):

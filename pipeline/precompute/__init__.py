@@ -17,19 +17,23 @@ sequence: pair cells (distance 1), boundary cells (distance 2*tubelet-1) and who
 scores. Decoding runs in a child process per actor (`DecoderProcess`): a segfault, an OOM
 kill or a hang in the native decoder becomes that video's error row and a fresh child,
 never a lost actor, and Ray's own retries are capped so that nothing can loop forever.
+
+Modules: `config` (PrecomputeConfig and its loading), `scoring` (numba kernel, CellScorer,
+score_video), `decoder` (DecoderProcess, the child process and its messages), `parts`
+(PartWorker, shard / error records, part markers and commits), `job` (the driver).
 """
 
-from pipeline.precompute.config import (COMPRESSIONS, SCORE_MODES, SHARD_FIELDS, ConfigError,
-                                        PrecomputeConfig, config_from_mapping, load_config)
+from pipeline.precompute.config import (COMPRESSIONS, SCORE_MODES, SHARD_FIELDS, ConfigError, PrecomputeConfig,
+                                        config_from_mapping, load_config)
 from pipeline.precompute.decoder import DecoderProcess, child_main
 from pipeline.precompute.job import Summary, format_summary, manifest_fingerprint, run_precompute, split_parts
 from pipeline.precompute.parts import (FAULT_ENV, FORWARDED_ENV, ForwardedEnv, PartWorker, commit_part,
-                                       reason_category)
+                                       part_marker, reason_category)
 from pipeline.precompute.scoring import CellScorer, VideoError, check_length, score_video, warm_up_scoring
 
 __all__ = [
     "COMPRESSIONS", "FAULT_ENV", "FORWARDED_ENV", "SCORE_MODES", "SHARD_FIELDS", "CellScorer", "ConfigError",
     "DecoderProcess", "ForwardedEnv", "PartWorker", "PrecomputeConfig", "Summary", "VideoError", "check_length",
     "child_main", "commit_part", "config_from_mapping", "format_summary", "load_config", "manifest_fingerprint",
-    "reason_category", "run_precompute", "score_video", "split_parts", "warm_up_scoring",
+    "part_marker", "reason_category", "run_precompute", "score_video", "split_parts", "warm_up_scoring",
 ]

@@ -7,18 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import storage
+from pipeline import config
+from pipeline.config import ConfigError
+from pipeline.vocab import SCORE_MODES
 
-# Same as pipeline.motion.SCORE_MODES; not imported from there because motion imports torch,
-# which the decoder processes never need (a test checks the two agree).
-SCORE_MODES = ("boundary", "consecutive")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 # Fields that change what the shards contain: a rerun into the same output must match them.
 SHARD_FIELDS = ("sampling_rates", "short_side", "cell", "tubelet", "num_frames", "pad_short", "part_size")
-
-
-class ConfigError(ValueError):
-    """Invalid precompute settings; the message names every bad field."""
 
 
 @dataclass(frozen=True)
@@ -99,69 +94,35 @@ class PrecomputeConfig:
                 for k, v in dataclasses.asdict(self).items() if k in SHARD_FIELDS}
 
 
-def _coerce_field(name: str, value: Any, default: Any) -> Any:
-    if isinstance(default, tuple):
-        items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-        try:
-            return tuple(int(v) for v in items)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}={value!r}: expected a list of integers") from None
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return str(value).lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"{name}={value!r}: expected true/false")
-    if isinstance(default, int):
-        if isinstance(value, bool) or not (isinstance(value, int) or str(value).lstrip("-").isdigit()):
-            raise ConfigError(f"{name}={value!r}: expected an integer")
-        return int(value)
-    if isinstance(default, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}={value!r}: expected a number") from None
-    return "" if value is None else str(value)
-
-
 def config_from_mapping(values: dict[str, Any], base: PrecomputeConfig | None = None) -> PrecomputeConfig:
-    """A config from plain values (YAML / flags); unknown keys are errors naming them."""
-    base = base or PrecomputeConfig()
-    known = {f.name: getattr(base, f.name) for f in dataclasses.fields(PrecomputeConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown precompute setting(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(known))}")
-    coerced = {k: _coerce_field(k, v, known[k]) for k, v in values.items()}
-    return dataclasses.replace(base, **coerced)
+    """A config from plain values (YAML / flags), converted by `pipeline.config`'s rules;
+    unknown keys and values of the wrong type are errors naming them."""
+    return dataclasses.replace(base or PrecomputeConfig(), **config.coerce_fields(PrecomputeConfig, values, "precompute"))
+
+
+# Fields of a training config that are defaults of the precompute job, so that shards
+# match what `train` will sample: precompute field -> (section, field).
+TRAINING_FIELDS = {"short_side": ("data", "short_side"), "num_frames": ("data", "num_frames"),
+                   "num_classes": ("data", "num_classes"), "tubelet": ("model", "tubelet"),
+                   "score_mode": ("masking", "score_mode")}
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> PrecomputeConfig:
     """Settings from a YAML file, then `overrides` (flags), validated before Ray starts.
 
-    The file may hold a `precompute:` section, flat precompute keys, or a training config:
-    `data.short_side`, `data.num_frames`, `model.tubelet` and `masking.score_mode` of a
-    training config are taken as defaults so that shards match what `train` will sample.
+    The file may hold a `precompute:` section, flat precompute keys, or a training config,
+    whose TRAINING_FIELDS given there are taken as defaults (read with the training config's
+    own types and field names).
     """
     values: dict[str, Any] = {}
     if path:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(storage.read_bytes(path)) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path!r} does not exist") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path!r} must hold a mapping")
-        sections = {"precompute", "data", "model", "masking", "optim", "scaling", "tracking"}
-        if set(loaded) & sections:
-            data, model, masking = (loaded.get(k) or {} for k in ("data", "model", "masking"))
-            for key, src in (("short_side", data), ("num_frames", data), ("num_classes", data),
-                             ("tubelet", model), ("score_mode", masking)):
-                if key in src:
-                    values[key] = src[key]
+        loaded = config.read_yaml(path)
+        sections = {f.name for f in dataclasses.fields(config.Config)}
+        if set(loaded) & (sections | {"precompute"}):
+            training = config.build_sections({k: v for k, v in loaded.items() if k != "precompute"})
+            for key, (section, name) in TRAINING_FIELDS.items():
+                if name in (loaded.get(section) or {}):
+                    values[key] = getattr(getattr(training, section), name)
             values.update(loaded.get("precompute") or {})
         else:
             values.update(loaded)

@@ -177,15 +177,10 @@ class PartWorker:
             stats["decode_s"] += result["decode_s"]
             stats["score_s"] += result["score_s"]
         errors.sort(key=lambda e: e["line"])
-        summary = {
-            "part": part, "videos": len(rows), "ok": len(rows) - len(errors), "failed": len(errors),
-            "failed_by_reason": dict(Counter(reason_category(e["error"]) for e in errors)),
-            "rows": len(ok_records), "frames_decoded": int(stats["frames_decoded"]),
-            "source_frames": int(stats["source_frames"]),
-            "decode_s": round(stats["decode_s"], 4), "score_s": round(stats["score_s"], 4),
-            "seconds": round(time.perf_counter() - t0, 4), "retry": False,
-            "schema_version": shards.SCHEMA_VERSION,
-        }
+        summary = part_marker(part, len(rows), errors, rows=len(ok_records),
+                              frames_decoded=stats["frames_decoded"], source_frames=stats["source_frames"],
+                              decode_s=stats["decode_s"], score_s=stats["score_s"],
+                              seconds=time.perf_counter() - t0)
         commit_part(self.out, part, shards.shard_table(ok_records, self.cfg.cell),
                     shards.error_table(errors), summary, compression=self.cfg.compression,
                     endpoint=self.endpoint)
@@ -195,6 +190,21 @@ class PartWorker:
         with contextlib.suppress(Exception):  # interpreter teardown: best effort only
             self.decoder.close()
             self.pool.shutdown(wait=False)
+
+
+def part_marker(part: int, videos: int, errors: list[dict], *, rows: int = 0, frames_decoded: int = 0,
+                source_frames: int = 0, decode_s: float = 0.0, score_s: float = 0.0, seconds: float = 0.0,
+                retry: bool = False) -> dict[str, Any]:
+    """The summary of a part, written as its marker (`_parts/part-N.json`) and summed by the
+    driver: `videos` manifest lines, of which `errors` (error records) failed; `rows` shard
+    rows; `retry`: the part did not finish (its videos are 'worker' errors) and is redone."""
+    return {
+        "part": part, "videos": videos, "ok": videos - len(errors), "failed": len(errors),
+        "failed_by_reason": dict(Counter(reason_category(e["error"]) for e in errors)),
+        "rows": rows, "frames_decoded": int(frames_decoded), "source_frames": int(source_frames),
+        "decode_s": round(decode_s, 4), "score_s": round(score_s, 4), "seconds": round(seconds, 4),
+        "retry": retry, "schema_version": shards.SCHEMA_VERSION,
+    }
 
 
 def commit_part(out: str, part: int, table, errors, summary: dict, *, compression: str = "zstd",
@@ -215,12 +225,7 @@ def _commit_failed_part(out: str, part: int, rows: list[ManifestRow], reason: st
     errors = [_error_record(_row_dict(r), part, "manifest" if r.error else "worker",
                             r.error or f"worker failed: {reason or 'the part did not finish'}; rerun to retry")
               for r in rows]
-    summary = {
-        "part": part, "videos": len(rows), "ok": 0, "failed": len(rows),
-        "failed_by_reason": dict(Counter(reason_category(e["error"]) for e in errors)),
-        "rows": 0, "frames_decoded": 0, "source_frames": 0, "decode_s": 0.0, "score_s": 0.0,
-        "seconds": 0.0, "retry": True, "schema_version": shards.SCHEMA_VERSION,
-    }
+    summary = part_marker(part, len(rows), errors, retry=True)
     commit_part(out, part, shards.shard_table([], cfg.cell), shards.error_table(errors), summary,
                 compression=cfg.compression, endpoint=cfg.s3_endpoint or None)
     return summary

@@ -1,0 +1,14 @@
+"""The project's shared vocabulary, importable without torch (decoder processes, CLIs).
+
+Names that several modules check against or offer as choices live here once: strategy and
+score-mode names.
+"""
+
+from __future__ import annotations
+
+# Token-selection strategies (pipeline.selection) and the ones that need motion scores.
+STRATEGIES = ("none", "random", "tube", "running_cell", "mgtc_ratio", "mgtc_threshold")
+SCORE_STRATEGIES = ("mgtc_ratio", "mgtc_threshold")
+# How token motion is measured (pipeline.motion): across the tubelet boundary or between
+# consecutive frames. Shards hold the maps of both.
+SCORE_MODES = ("boundary", "consecutive")
