@@ -13,8 +13,9 @@ tokens (`ids_keep`, sorted ascending, original order) and any frame count.
 Variable-length batches (`keep_mask` with rows of different lengths, as `mgtc_threshold`
 gives) run *packed*: the real tokens of all clips are concatenated into one sequence
 `[1, sum(L_b), D]` for the norms, linear layers and MLP, and attention runs per clip on its
-own segment (block-diagonal). No padding token is ever computed. A padded path with a
-key-padding mask is kept (`varlen="padded"`) only so the cost of padding can be measured.
+own segment (block-diagonal; one varlen kernel on CUDA, a per-clip loop on CPU:
+`pipeline/packing.py`). No padding token is ever computed. A padded path with a key-padding
+mask is kept (`varlen="padded"`) only so the cost of padding can be measured.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,14 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pipeline.packing import (  # noqa: F401  (Packing, token_counts: public here too)
+    Packing,
+    TokenCounts,
+    attention_path,
+    drop_path_packed,
+    packed_attention,
+    token_counts,
+)
 from pipeline.selection import gather_tokens
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,78 +112,6 @@ def sincos_table(num_positions: int, dim: int, device: torch.device | None = Non
     angles = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)
     table = torch.where(j % 2 == 0, torch.sin(angles), torch.cos(angles))
     return table.float()
-
-
-# --------------------------------------------------------------------------------------------
-# Packed variable-length sequences
-
-
-@dataclass(frozen=True)
-class Packing:
-    """B clips of `lengths` real tokens concatenated along the sequence axis.
-
-    `segment_ids: [S]` gives each packed token its clip index (S = sum(lengths)).
-    """
-
-    lengths: tuple[int, ...]
-    segment_ids: Tensor = field(repr=False)
-
-    @classmethod
-    def from_mask(cls, keep_mask: Tensor) -> Packing:
-        """keep_mask: [B, K] bool, True = real token."""
-        counts = keep_mask.sum(1)
-        lengths = tuple(int(n) for n in counts.tolist())  # one host sync per forward
-        clips = torch.arange(len(lengths), device=keep_mask.device)
-        segment_ids = torch.repeat_interleave(clips, counts)
-        return cls(lengths, segment_ids)
-
-    @property
-    def batch(self) -> int:
-        return len(self.lengths)
-
-    def segment_mean(self, x: Tensor) -> Tensor:
-        """x: [1, S, D] packed -> [B, D] per-clip mean over its real tokens."""
-        sums = x.new_zeros(self.batch, x.shape[-1]).index_add_(0, self.segment_ids, x[0])
-        counts = torch.tensor(self.lengths, device=x.device, dtype=x.dtype)
-        return sums / counts[:, None]
-
-
-@dataclass(frozen=True)
-class TokenCounts:
-    """Tokens the encoder really computes vs tokens kept, for one batch."""
-
-    kept: int
-    processed: int
-
-    @property
-    def overhead(self) -> float:
-        """processed / kept: 1.0 when no padding token is computed."""
-        return self.processed / self.kept
-
-
-def token_counts(
-    keep_mask: Tensor | None, batch: int, seq_len: int, varlen: str = "packed"
-) -> TokenCounts:
-    """Kept vs processed tokens for a batch of `batch` rows of `seq_len` (K) slots.
-
-    keep_mask: [B, K] bool (True = real) or None (every row full). Packed execution computes
-    exactly the real tokens; padded execution computes every slot of the [B, max_len] batch.
-    """
-    if keep_mask is None:
-        return TokenCounts(kept=batch * seq_len, processed=batch * seq_len)
-    lengths = keep_mask.sum(1)
-    kept = int(lengths.sum())
-    processed = kept if varlen == "packed" else batch * int(lengths.max())
-    return TokenCounts(kept=kept, processed=processed)
-
-
-def _drop_path_packed(branch: Tensor, drop_prob: float, packing: Packing, training: bool) -> Tensor:
-    """Stochastic depth on a packed branch [1, S, D]: drops whole clips, like timm per sample."""
-    if drop_prob == 0.0 or not training:
-        return branch
-    keep_prob = 1.0 - drop_prob
-    keep = branch.new_empty(packing.batch).bernoulli_(keep_prob) / keep_prob
-    return branch * keep[packing.segment_ids][None, :, None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,24 +202,32 @@ class VideoMAEAttention(nn.Module):
 
         attn_mask: bool [B, 1, 1, N] key-padding mask (True = real key) for padded batches.
         packing: x is [1, S, D] holding `packing.lengths` clips back to back; each clip
-        attends only to itself. A Python loop of one SDPA call per clip beats one call with
-        a block-diagonal [S, S] mask on CPU: the CPU kernels do not skip masked blocks, so
-        the mask costs S^2 instead of sum(L_b^2) (4 clips of 600-1200 tokens, 6 heads of 64,
-        fwd+bwd on one thread: 0.23 s per-clip loop vs 0.95 s masked).
+        attends only to itself: one varlen kernel call on CUDA in bf16, else one SDPA call
+        per clip (`pipeline.packing.attention_path` picks and says why).
         """
         if is_causal:
             raise ValueError("VideoMAE attention is bidirectional")
         B, N, C = x.shape
         qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        if packing is not None:
+            out = self._attend_packed(qkv[0].view(N, 3, self.num_heads, self.head_dim), packing)
+            return self.proj_drop(self.proj(out.reshape(B, N, C)))
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # q, k, v: [B, H, N, hd]
-        if packing is None:
-            out = self._attend(q, k, v, attn_mask)
-        else:
-            segments = zip(*(t.split(packing.lengths, dim=2) for t in (q, k, v)))
-            out = torch.cat([self._attend(qs, ks, vs, None) for qs, ks, vs in segments], dim=2)
+        out = self._attend(q, k, v, attn_mask)
         x = out.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
+
+    def _attend_packed(self, qkv: Tensor, packing: Packing) -> Tensor:
+        """qkv: [S, 3, H, hd] of packed clips -> attention within each clip, [S, H, hd]."""
+        dropout = self.attn_drop.p if self.training else 0.0
+        q, k, v = qkv.unbind(1)  # [S, H, hd] views
+        path = attention_path(q, dropout_p=dropout, fused=self.fused_attn)
+        if path == "varlen":  # one copy: the kernels want each of q, k, v contiguous
+            q, k, v = qkv.transpose(0, 1).contiguous().unbind(0)
+        return packed_attention(
+            q, k, v, packing, path=path, attend=lambda qs, ks, vs: self._attend(qs, ks, vs, None)
+        )
 
 
 class VideoMAEBlock(Block):
@@ -303,7 +248,7 @@ class VideoMAEBlock(Block):
             x = x + self.drop_path1(self.attn(self.norm1(x), attn_mask=attn_mask))
             return x + self.drop_path2(self.mlp(self.norm2(x)))
         drop = partial(
-            _drop_path_packed, drop_prob=self.drop_prob, packing=packing, training=self.training
+            drop_path_packed, drop_prob=self.drop_prob, packing=packing, training=self.training
         )
         x = x + drop(self.attn(self.norm1(x), packing=packing))
         return x + drop(self.mlp(self.norm2(x)))
@@ -448,22 +393,23 @@ class VideoMAEEncoder(nn.Module):
         Returns pooled features [B, D]. Padding slots never influence any real token.
         """
         blocks = partial(_run_blocks, self.blocks, grad_checkpointing=self.grad_checkpointing)
-        if keep_mask is not None and bool(keep_mask.all()):
-            keep_mask = None
         if keep_mask is None:
             return self.norm(blocks(tokens)).mean(1)
         if keep_mask.shape != tokens.shape[:2]:
             raise ValueError(
                 f"keep_mask shape {tuple(keep_mask.shape)} != tokens {tuple(tokens.shape[:2])}"
             )
-        if not bool(keep_mask.any(1).all()):
+        packing = Packing.from_mask(keep_mask)  # the step's one host sync: the lengths
+        if min(packing.lengths) == 0:
             raise ValueError("every clip must keep at least one token (a keep_mask row is False)")
+        if min(packing.lengths) == tokens.shape[1]:  # every slot real: a dense batch
+            return self.norm(blocks(tokens)).mean(1)
         if self.varlen == "packed":
-            packing = Packing.from_mask(keep_mask)
-            packed = self.norm(blocks(tokens[keep_mask][None], packing=packing))
+            packed = self.norm(blocks(packing.pack(tokens), packing=packing))
             return packing.segment_mean(packed)
-        x = self.norm(blocks(tokens, attn_mask=keep_mask[:, None, None, :]))
-        weights = keep_mask.to(x.dtype)[..., None]
+        padded, mask = packing.pad(tokens)  # [B, max_len, D]: padded to the longest clip
+        x = self.norm(blocks(padded, attn_mask=mask[:, None, None, :]))
+        weights = mask.to(x.dtype)[..., None]
         return (x * weights).sum(1) / weights.sum(1)
 
 
@@ -564,6 +510,15 @@ def build_model(
 # MAE pre-training
 
 
+def _check_rows(ok: Tensor, message: str) -> None:
+    """Raise ValueError(message) unless the 0-d bool `ok` holds. On CUDA a device-side assert
+    instead: reading `ok` to the host would stall every step for a check that never fails."""
+    if ok.device.type == "cuda":
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
+
+
 def masked_ids(ids_keep: Tensor, ids_visible: Tensor, num_tokens: int) -> Tensor:
     """Tokens kept (non-redundant) but hidden from the encoder: the reconstruction targets.
 
@@ -573,12 +528,10 @@ def masked_ids(ids_keep: Tensor, ids_visible: Tensor, num_tokens: int) -> Tensor
     B = ids_keep.shape[0]
     target = torch.zeros(B, num_tokens, dtype=torch.bool, device=ids_keep.device)
     target.scatter_(1, ids_keep, True)
-    if not bool(target.gather(1, ids_visible).all()):
-        raise ValueError("ids_visible must be a subset of ids_keep in every row")
+    _check_rows(target.gather(1, ids_visible).all(), "ids_visible must be a subset of ids_keep in every row")
     target.scatter_(1, ids_visible, False)
     num_masked = ids_keep.shape[1] - ids_visible.shape[1]
-    if not bool((target.sum(1) == num_masked).all()):
-        raise ValueError("ids_keep / ids_visible rows must not repeat indices")
+    _check_rows((target.sum(1) == num_masked).all(), "ids_keep / ids_visible rows must not repeat indices")
     order = torch.arange(num_tokens, device=ids_keep.device).expand(B, -1)
     # Targets first (their own index), the rest pushed past the end; a sort keeps order.
     return torch.where(target, order, num_tokens).sort(dim=1).values[:, :num_masked]
@@ -743,9 +696,10 @@ class VideoMAEPretrain(nn.Module):
         return self.decoder(x, ids_masked.shape[1], self.encoder.grad_checkpointing)
 
     def forward_loss(self, x: Tensor, pred: Tensor, ids_masked: Tensor) -> Tensor:
-        """Mean squared error between pred [B, M, P] and the targets of `ids_masked`."""
+        """Mean squared error between pred [B, M, P] and the targets of `ids_masked`, in fp32
+        (under bf16 autocast pred is bf16; the target is never rounded to it)."""
         target = patchify_target(x, self.tubelet_size, self.patch_size, self.norm_pix_loss)
-        return F.mse_loss(pred, gather_tokens(target, ids_masked).to(pred.dtype))
+        return F.mse_loss(pred.float(), gather_tokens(target, ids_masked).float())
 
     def forward(
         self, x: Tensor, ids_visible: Tensor, ids_keep: Tensor | None = None

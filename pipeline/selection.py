@@ -7,8 +7,9 @@ the model only gathers what it is told to keep.
 
 "ratio" is always the MASKING ratio: the fraction of tokens dropped. Fixed-ratio strategies
 keep exactly `num_kept(N, ratio)` tokens per clip, so a batch is a dense [B, K] tensor.
-`mgtc_threshold` keeps a different number per clip; its rows are padded (index 0) and
-`keep_mask` marks the real entries.
+`mgtc_threshold` keeps a different number per clip; its rows keep all N slots, real entries
+first, padded with index 0, and `keep_mask` marks the real entries. Selection runs on the
+scores' device and never reads a tensor back to the host.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Selection:
 
     ids_keep: [B, K] int64, ascending per row over the real entries.
     keep_mask: [B, K] bool, True = real token, False = padding (padding ids are 0 and sit at
-      the end of the row); None when every row keeps exactly K tokens.
+      the end of the row); None when every row keeps exactly K tokens. `mgtc_threshold`
+      always gives one, with K = N.
     """
 
     ids_keep: torch.Tensor
@@ -164,11 +166,19 @@ def mgtc_threshold_keep(scores: torch.Tensor, tau: float) -> Selection:
     """Strategy `mgtc_threshold`: drop every token with score < tau; variable length per clip.
 
     scores: [B, T', H', W']; slice 0 (+inf) is always kept, so no clip is empty.
+    Returns ids_keep and keep_mask [B, N] (N slots per row, the real ones first).
     """
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
         raise ValueError(f"tau={tau!r} must be a finite threshold >= 0")
     flat = scores.reshape(scores.shape[0], -1)
-    return _pad_rows([(row >= tau).nonzero().squeeze(1) for row in flat])
+    keep = flat >= tau  # [B, N]
+    # Kept indices first, ascending (a stable sort of "dropped?"), then the dropped ones.
+    # Rows keep all N slots: trimming to the longest clip would read the lengths to the host;
+    # the model's packing does that once per step anyway.
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    slots = torch.arange(flat.shape[1], device=flat.device)
+    mask = slots < keep.sum(1, keepdim=True)
+    return Selection(torch.where(mask, order, 0), mask)
 
 
 def _pad_rows(rows: list[torch.Tensor]) -> Selection:

@@ -13,7 +13,6 @@ import torch
 from pipeline.model import (
     Packing,
     VideoMAEEncoder,
-    _drop_path_packed,
     build_model,
     build_pretrain_model,
     hf_to_official_state_dict,
@@ -23,6 +22,7 @@ from pipeline.model import (
     sincos_table,
     token_counts,
 )
+from pipeline.packing import drop_path_packed
 from pipeline.selection import gather_tokens
 
 FRAMES, SIZE, PATCH, TUBELET = 4, 32, 16, 2
@@ -235,10 +235,10 @@ def test_packed_drop_path_drops_whole_clips():
     packing = Packing.from_mask(mask)
     branch = torch.ones(1, sum(packing.lengths), 4)
     torch.manual_seed(3)
-    scaled = _drop_path_packed(branch, 0.5, packing, training=True)
+    scaled = drop_path_packed(branch, 0.5, packing, training=True)
     for segment in scaled[0].split(packing.lengths):
         assert segment.unique().tolist() in ([0.0], [2.0])  # one draw per clip, 1/keep_prob
-    assert torch.equal(_drop_path_packed(branch, 0.5, packing, training=False), branch)
+    assert torch.equal(drop_path_packed(branch, 0.5, packing, training=False), branch)
 
 
 def test_token_counts_packed_vs_padded():
