@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import av
 import numpy as np
@@ -548,6 +548,27 @@ def make_dataset(out_dir: str | os.PathLike, *, videos_per_class: int, size: int
                             seed=seed, classes=list(classes or CLASS_NAMES), splits=splits,
                             noise_std=noise_std, shake_px=shake_px)
     validate_params(params)
+    names = params["classes"]
+    return write_dataset(
+        out_dir, params, overwrite=overwrite,
+        render=lambda name, index: render_video(name, video_rng(seed, CLASS_NAMES.index(name), index),
+                                                size=size, frames=frames, noise_std=noise_std,
+                                                shake_px=shake_px),
+        encode=lambda path, video: write_video(path, video, fps),
+        descriptions={c.name: c.description for c in CLASSES},
+        flip_safe=not FLIP_SENSITIVE.intersection(names))
+
+
+def write_dataset(out_dir: str | os.PathLike, params: dict, *, overwrite: bool,
+                  render: Callable[[str, int], np.ndarray], encode: Callable[[Path, np.ndarray], None],
+                  descriptions: Mapping[str, str], flip_safe: bool) -> dict[str, Path]:
+    """The data-set writer behind every named set: reuse / resume / refuse, videos, list files.
+
+    params: validated, JSON-ready, with "classes", "videos_per_class", "splits" and "seed";
+    compared with a previous run's dataset.json. render(class_name, index) -> [F, H, W, 3]
+    uint8 of one video (its own rng, so any subset can be rewritten alone); encode(path,
+    frames) writes it atomically. Returns {"train", "val", "test", "classes", "meta"} -> Path.
+    """
     out = Path(out_dir)
     paths = dataset_paths(out)
     if _check_existing(out, params, overwrite) == "complete":
@@ -557,32 +578,30 @@ def make_dataset(out_dir: str | os.PathLike, *, videos_per_class: int, size: int
     out.mkdir(parents=True, exist_ok=True)
     _write_json(paths["meta"], {"params": params, "complete": False})
     names = params["classes"]
+    videos_per_class = params["videos_per_class"]
     written = 0
-    for label, name in enumerate(names):
+    for name in names:
         (out / VIDEO_DIR / name).mkdir(parents=True, exist_ok=True)
         for index in range(videos_per_class):
             path = out / video_relpath(name, index)
             if path.exists():
                 continue
-            rng = video_rng(seed, CLASS_NAMES.index(name), index)
-            video = render_video(name, rng, size=size, frames=frames, noise_std=noise_std, shake_px=shake_px)
-            write_video(path, video, fps)
+            encode(path, render(name, index))
             written += 1
     log.info("wrote %d videos, reused %d", written, len(names) * videos_per_class - written)
 
-    assignment = assign_splits(videos_per_class, len(names), splits, seed)
+    assignment = assign_splits(videos_per_class, len(names), params["splits"], params["seed"])
     for split, items in assignment.items():
         lines = [f"{video_relpath(names[label], index)} {label}\n" for label, index in items]
         _write_text(paths[split], "".join(lines))
     _write_text(paths["classes"], "".join(f"{name}\n" for name in names))
-    descriptions = {c.name: c.description for c in CLASSES}
     _write_json(paths["meta"], {
         "params": params,
         "complete": True,
         "codec": video_codec(),
         "classes": [{"label": i, "name": n, "description": descriptions[n]} for i, n in enumerate(names)],
         "counts": {split: len(items) for split, items in assignment.items()},
-        "horizontal_flip_safe": not FLIP_SENSITIVE.intersection(names),
+        "horizontal_flip_safe": flip_safe,
     })
     return paths
 
