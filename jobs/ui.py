@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.storage import redact
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def server_uri() -> str:
     """The tracking server's URL when MLFLOW_TRACKING_URI is one, else ''."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else ""
+    # printed: the password of http://user:pw@host stays out of the terminal
+    return redact(uri.rstrip("/")) if uri.startswith(("http://", "https://")) else ""
 
 
 def local_store(runs_dir: str) -> str:

@@ -139,10 +139,25 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def redacted(cfg: Config) -> dict[str, Any]:
+    """`to_dict(cfg)` with credentials removed from every string (URI userinfo, secret
+    query parameters: `storage.redact`): what config.yaml, params and checkpoints store."""
+    from pipeline.storage import redact
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return clean(to_dict(cfg))
+
+
 def flat_params(cfg: Config) -> dict[str, Any]:
-    """Dotted-key view (`masking.ratio`) for MLflow params."""
+    """Dotted-key view (`masking.ratio`) for MLflow params, credentials redacted."""
     out: dict[str, Any] = {}
-    for section, values in to_dict(cfg).items():
+    for section, values in redacted(cfg).items():
         for key, value in values.items():
             out[f"{section}.{key}"] = value
     return out
@@ -371,5 +386,13 @@ def validate(cfg: Config) -> None:
            f"scaling.precision={s.precision!r}: bf16 autocast needs scaling.use_gpu=true")
     _check(e, s.max_failures >= 0, f"scaling.max_failures={s.max_failures}: must be >= 0")
     _check(e, bool(s.storage_path), "scaling.storage_path: must be set (local folder or s3://)")
+    for name in ("data.train_manifest", "data.val_manifest", "data.test_manifest", "data.shards",
+                 "model.checkpoint", "scaling.storage_path"):
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            scheme = value.split("://", 1)[0]
+            _check(e, False, f"{name}: credentials in a URI are not supported ({scheme}://***@...): "
+                             "use the AWS credential chain (environment or ~/.aws)")
     if e:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(e))

@@ -18,6 +18,7 @@ reduces the per-view probabilities on the driver, streaming.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ from pipeline.model import (
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
 from pipeline.shards import calibrated_tau
 from pipeline.tracking import (
+    SecretEnv,
     finish_run,
     log_metrics,
     resolve_tracking_uri,
@@ -300,12 +302,6 @@ FORWARDED_ENV = (
 )
 
 
-class SecretEnv(dict):
-    """Environment variables whose repr shows the names only (actor arguments get logged)."""
-
-    def __repr__(self) -> str:
-        return f"SecretEnv({sorted(self)})"
-
 
 
 class ViewClassifier:
@@ -401,6 +397,8 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
     Returns the metrics plus mlflow_run_id, tracking_uri and checkpoint.
     """
     uri = resolve_tracking_uri(cfg)
+    if cfg.tracking.tracking_uri:  # the actors' copy carries no credentials (see tracking)
+        cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri))
     tau = resolve_tau(cfg)
     views = (cfg.data.test_clips, cfg.data.test_crops) if split == "test" else (cfg.data.val_clips, cfg.data.val_crops)
     params = {

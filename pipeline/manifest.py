@@ -96,6 +96,9 @@ def resolve_path(video: str, base: str) -> str:
     if sep:
         if scheme.lower() not in SUPPORTED_SCHEMES:
             raise ValueError(f"bad path: unsupported URI scheme {scheme!r} (use a local path or s3://)")
+        if storage.has_userinfo(video):
+            raise ValueError(f"bad path: credentials in the URI ({storage.redact(video)}): "
+                             "use the AWS credential chain (environment or ~/.aws)")
         if storage.is_s3(video):
             bucket, _, key = video[len(storage.S3_PREFIX):].partition("/")
             if not bucket or not key:
@@ -123,7 +126,7 @@ def _header_columns(header: list[str], path_column: str | None, label_column: st
 
 
 def _row(line: int, video: str, label_text: str, base: str) -> ManifestRow:
-    shown = printable(video)
+    shown = storage.redact(printable(video))
     errors = []
     try:
         path = resolve_path(video, base)
@@ -185,7 +188,7 @@ def parse_manifest(text: str, base: str, *, path_column: str | None = None,
             if not any(field.strip() for field in record):
                 continue
             if len(record) <= max(p, lab):
-                rows.append(ManifestRow(line, printable(",".join(record)), "", None,
+                rows.append(ManifestRow(line, storage.redact(printable(",".join(record))), "", None,
                                         f"bad line: expected {len(header)} CSV fields, got {len(record)}"))
                 continue
             rows.append(_row(line, record[p].strip(), record[lab], base))
@@ -196,7 +199,7 @@ def parse_manifest(text: str, base: str, *, path_column: str | None = None,
                 continue
             if len(fields) != 2:
                 rows.append(ManifestRow(
-                    i + 1, printable(raw.strip()), "", None,
+                    i + 1, storage.redact(printable(raw.strip())), "", None,
                     f"bad line: expected '<path> <label>', got {len(fields)} fields "
                     "(paths cannot contain spaces in VideoMAE list files)"))
                 continue

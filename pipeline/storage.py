@@ -52,6 +52,12 @@ def redact(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
 
+def has_userinfo(uri: str) -> bool:
+    """True for `scheme://user[:password]@...` (credentials written into a URI)."""
+    scheme, sep, rest = str(uri).partition("://")
+    return bool(sep) and "@" in rest.split("/", 1)[0]
+
+
 def is_s3(uri: str) -> bool:
     return str(uri).startswith(S3_PREFIX)
 
@@ -137,6 +143,9 @@ def filesystem_for(uri: str, *, endpoint: str | None = None) -> tuple[pafs.FileS
     credentials come from the standard chain (pyarrow's AWS SDK). Local: absolute path.
     """
     uri = normalize(uri)
+    if is_s3(uri) and has_userinfo(uri):
+        raise ValueError(f"{redact(uri)}: credentials in an s3:// URI are not supported "
+                         "(use the AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws)")
     if is_s3(uri):
         return _s3(endpoint or endpoint_from_env(), _region(), _credential_key()), uri[len(S3_PREFIX):]
     return pafs.LocalFileSystem(), uri

@@ -352,7 +352,9 @@ def resolve_tracking_uri(base: Config, explicit: str = "") -> str:
     """
     from pipeline.tracking import resolve_tracking_uri as trainer_uri
 
-    uri = explicit or trainer_uri(base)
+    from pipeline.tracking import take_credentials
+
+    uri = take_credentials(explicit) if explicit else trainer_uri(base)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
         uri = prefix + str(Path(uri[len(prefix):]).resolve())

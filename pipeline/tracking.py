@@ -14,6 +14,10 @@ store), with artifacts in `<run folder>/mlartifacts`; the run folder is the pare
 other nodes: a SQLite file is only reachable from the machine that holds it).
 
 Nothing here logs environment variables: credentials never reach params, tags or artifacts.
+A tracking URI with a password (`http://alice:PW@host`) is split once, in the driver: the
+user and password go to `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` (MLflow's
+own basic-auth settings, read by its REST client) and the URI used, logged and printed
+from then on is `http://host`; rank 0 gets the two values in a `SecretEnv` (repr hides them).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from pipeline.config import Config, flat_params, to_dict
+from pipeline.config import Config, flat_params, redacted
+from pipeline.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,42 @@ def run_folder(cfg: Config) -> Path:
     return Path(storage).expanduser().resolve().parent
 
 
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+class SecretEnv(dict):
+    """Environment variables whose repr shows the names only (actor arguments get logged)."""
+
+    def __repr__(self) -> str:
+        return f"SecretEnv({sorted(self)})"
+
+
+def take_credentials(uri: str) -> str:
+    """`uri` without `user:password@`; the two go to MLflow's basic-auth environment
+    variables of this process (see module doc). URIs without userinfo are returned as they are."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    os.environ[CREDENTIAL_ENV[0]] = unquote(user)
+    if password:
+        os.environ[CREDENTIAL_ENV[1]] = unquote(password)
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def credential_env() -> SecretEnv:
+    """The MLflow basic-auth variables of this process, for rank 0 on another node."""
+    return SecretEnv({k: os.environ[k] for k in CREDENTIAL_ENV if os.environ.get(k)})
+
+
 def resolve_tracking_uri(cfg: Config) -> str:
-    """`tracking.tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded SQLite store."""
+    """`tracking.tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded SQLite store;
+    credentials in the URI are moved out (`take_credentials`)."""
     if cfg.tracking.tracking_uri:
-        return cfg.tracking.tracking_uri
+        return take_credentials(cfg.tracking.tracking_uri)
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = take_credentials(os.environ["MLFLOW_TRACKING_URI"])
         return os.environ["MLFLOW_TRACKING_URI"]
     folder = run_folder(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,6 +221,7 @@ def start_run(
         "shards": cfg.data.shards,
         **(tags or {}),
     }
+    run_tags = {k: redact(str(v)) for k, v in run_tags.items()}
     submission = ray_submission_id()
     if submission:
         run_tags["ray_submission_id"] = submission
@@ -198,14 +236,15 @@ def start_run(
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in run_tags.items():
             client.set_tag(run_id, key, value)
-    new = {**{k: _param_value(v) for k, v in flat_params(cfg).items()}, **{k: _param_value(v) for k, v in params.items()}}
+    new = {**{k: _param_value(v) for k, v in flat_params(cfg).items()},
+           **{k: redact(_param_value(v)) for k, v in params.items()}}
     changed = sorted(k for k, v in new.items() if k in old and old[k] != v)
     if changed:
         log.warning("run %s reopened with changed params (kept the first values): %s", run_id, ", ".join(changed))
     fresh = [Param(k, v) for k, v in new.items() if k not in old]
     for i in range(0, len(fresh), 100):  # MLflow caps a batch at 100 params
         client.log_batch(run_id, params=fresh[i : i + 100])
-    client.log_dict(run_id, to_dict(cfg), "config.yaml")
+    client.log_dict(run_id, redacted(cfg), "config.yaml")
     return run_id
 
 
@@ -229,7 +268,8 @@ def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[s
     """Driver side, after the job: final metrics as a JSON artifact, then the run status."""
     client = _client(uri)
     if final is not None:
-        client.log_dict(run_id, final, "final_metrics.json")
+        client.log_dict(run_id, {k: redact(v) if isinstance(v, str) else v for k, v in final.items()},
+                        "final_metrics.json")
     client.set_terminated(run_id, status)
 
 

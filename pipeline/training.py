@@ -27,6 +27,7 @@ Both hold only tensors and plain containers: `torch.load(weights_only=True)` rea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -56,7 +57,7 @@ from torch import nn
 
 from pipeline import storage
 from pipeline.clips import clip_dataset, num_clips, to_model_inputs
-from pipeline.config import Config, from_dict, to_dict
+from pipeline.config import Config, from_dict, redacted, to_dict
 from pipeline.evaluate import (
     STATE_FILE,
     VideoScores,
@@ -71,6 +72,7 @@ from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
 from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
 from pipeline.tracking import (
     RunLogger,
+    credential_env,
     finish_run,
     last_logged_metrics,
     lr_batch,
@@ -471,7 +473,7 @@ def report_epoch(progress: Progress, model: nn.Module, optimizer, scheduler, rec
                 "step": progress.step,
                 "metrics": progress.metrics,
                 "mlflow_run_id": run_id,
-                "config": to_dict(recipe.cfg),
+                "config": redacted(recipe.cfg),
             }, Path(tmp) / STATE_FILE)
         torch.save(rng_state(recipe.generator), Path(tmp) / RNG_FILE.format(rank=rank))
         ray.train.report(
@@ -507,6 +509,7 @@ class EpochTracker:
     """Rank 0's MLflow side of the loop: epoch metrics (each epoch once) and mask images."""
 
     def __init__(self, mlflow: dict[str, str], cfg: Config, resumed: Progress) -> None:
+        os.environ.update(mlflow.get("env") or {})  # MLflow basic auth of the driver (tracking doc)
         self.logger = RunLogger(mlflow["uri"], mlflow["run_id"])
         self.cfg = cfg
         if resumed.epoch:  # a crash between the checkpoint and the MLflow write lost no epoch
@@ -638,6 +641,8 @@ def run_training(
     s = cfg.scaling
     name = run_name(cfg)
     uri = resolve_tracking_uri(cfg)
+    if cfg.tracking.tracking_uri:  # the workers' copy carries no credentials (see tracking)
+        cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri))
     tau = resolve_tau(cfg)
     if datasets is None:
         datasets = build_datasets(cfg)
@@ -651,7 +656,7 @@ def run_training(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
-                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id}},
+                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()}},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}

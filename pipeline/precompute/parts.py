@@ -97,8 +97,8 @@ def _fetch(path: str, folder: str, endpoint: str | None) -> tuple[str, str | Non
         storage.download(path, local, endpoint=endpoint)
     except FileNotFoundError:
         os.remove(local)
-        return "", f"not found: {path}"
-    except OSError as err:
+        return "", f"not found: {storage.redact(path)}"
+    except (OSError, ValueError) as err:  # ValueError: pyarrow's ArrowInvalid for a URI it rejects
         os.remove(local)
         return "", f"download failed: {storage.redact(str(err))[:300]}"
     return local, None
