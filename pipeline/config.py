@@ -200,9 +200,12 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return int(as_float)
     if hint is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # YAML reads .inf / .nan; no setting means them
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if value is None:  # an empty YAML value
             return ""
@@ -250,10 +253,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping")
     return loaded
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: `line L, column C: <problem>` (PyYAML's own text spans
+    several lines with a snippet of the file)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
 
 
 def build_sections(raw: dict[str, Any]) -> Config:
@@ -273,7 +285,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if section not in {f.name for f in dataclasses.fields(Config)}:
             allowed = ", ".join(f.name for f in dataclasses.fields(Config))
             raise ConfigError(f"--set {item!r}: unknown section {section!r}; allowed: {allowed}")
-        raw.setdefault(section, {})[name] = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: not a YAML value: {_yaml_problem(err)}") from None
+        raw.setdefault(section, {})[name] = value
     return raw
 
 

@@ -44,6 +44,30 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
+def av1_encoder() -> str | None:
+    """The name of an AV1 encoder in this PyAV build (libsvtav1 / libaom-av1), else None."""
+    for name in ("libsvtav1", "libaom-av1"):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except (av.error.FFmpegError, ValueError):
+            continue
+    return None
+
+
+def write_av1(path: Path, frames: int = 20) -> Path:
+    """A 64x64 AV1 video in MP4 (decord's bundled FFmpeg has no AV1 decoder)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(av1_encoder(), rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for frame in clip_frames(frames, 64, 64):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
 def corrupt_middle(src: Path, dst: Path, seed: int = 0) -> Path:
     """A copy of `src` with random bytes over 10% of the file at its middle (inside the
     media data: PyAV writes the index at the end)."""
@@ -69,7 +93,9 @@ def make_bad_inputs(folder: Path, good: Path) -> dict[str, Path]:
         "short": folder / "short.mp4",
         "single_frame": folder / "single_frame.mp4",
         "audio_only": folder / "audio_only.mp4",
+        "directory": folder / "a_folder.mp4",
     }
+    bad["directory"].mkdir(exist_ok=True)
     bad["empty"].write_bytes(b"")
     bad["text"].write_text("this is a text file, not a video\n" * 20)
     bad["truncated"].write_bytes(data[: len(data) // 2])

@@ -92,3 +92,31 @@ def test_from_dict_round_trips_and_validates(tmp_path):
     raw["masking"]["ratio"] = 2.0
     with pytest.raises(ConfigError, match="masking.ratio=2.0"):
         from_dict(raw)
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 13, item 8: early, one-line config errors
+
+
+def test_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  num_classes: 4\n  shards: [unclosed\nmodel:\n  size: tiny\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "line 4, column" in message, message
+    with pytest.raises(ConfigError, match=r"--set 'data.shards=\[x': not a YAML value: .*line 1"):
+        load_config(None, ["data.shards=[x"])
+
+
+@pytest.mark.parametrize("item", ["optim.lr=.inf", "optim.weight_decay=.nan", "data.mixup=.inf",
+                                  "scaling.cpus_per_worker=.inf", "optim.lr=-.inf", "masking.tau=.nan"])
+def test_infinite_or_nan_floats_are_refused(item):
+    with pytest.raises(ConfigError, match=rf"{item.split('=')[0]}: expected a finite number"):
+        load_config(None, ["data.num_classes=4", "data.train_manifest=t.txt", item])
+
+
+def test_set_to_null_empties_a_string_field():
+    cfg = load_config(None, ["data.num_classes=4", "data.train_manifest=t.txt", "masking.strategy=none",
+                             "data.shards=~", "model.checkpoint=null"])
+    assert cfg.data.shards == "" and cfg.model.checkpoint == ""

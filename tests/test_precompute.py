@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import motion, precompute, shards, storage, video
 from pipeline.precompute import ConfigError, PrecomputeConfig, VideoError
-from _videos import ODD_NAME, copy_as, make_bad_inputs, make_video
+from _videos import ODD_NAME, av1_encoder, copy_as, make_bad_inputs, make_video, write_av1
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny videos: 64x80, 40 frames; clips of 8 frames at rates 2 and 4.
@@ -35,6 +35,7 @@ EXPECTED = {
     "short": ("validate", "too short"),
     "single_frame": ("validate", "single frame"),
     "audio_only": ("decode", "no video stream"),
+    "directory": ("read", "is a directory"),
 }
 
 
@@ -112,6 +113,15 @@ def test_bad_inputs_raise_a_video_error_with_a_reason(videos, name):
         assert precompute.reason_category(err.value.reason) in ("corrupt video", "decode error")
     copy = pickle.loads(pickle.dumps(err.value))  # crosses process pools intact
     assert (copy.stage, copy.reason, str(copy)) == (err.value.stage, err.value.reason, str(err.value))
+
+
+def test_av1_is_named_as_an_unsupported_codec(tmp_path):
+    if av1_encoder() is None:
+        pytest.skip("this PyAV build has no AV1 encoder (libsvtav1 / libaom-av1) to make the test video")
+    path = write_av1(tmp_path / "av1.mp4")
+    with pytest.raises(VideoError) as err:
+        precompute.score_video(str(path), CFG)
+    assert (err.value.stage, err.value.reason) == ("decode", "unsupported codec: codec av1 is not supported by the decoder")
 
 
 def test_score_video_matches_cell_diff_maps_of_the_decoded_frames(videos):

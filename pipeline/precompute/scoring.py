@@ -172,18 +172,22 @@ def _explain_open_failure(path: str, err: Exception) -> str:
     container that does not open, e.g. truncated) or 'not a video'; ffmpeg's own words
     (through PyAV) as the detail, since decord's are only 'Error reading <path>'."""
     message = video.clean_decoder_error(str(err))
-    if "cannot find video stream" in message:
-        return "no video stream: the file has no video track"
+    no_stream = "cannot find video stream" in message
     import av
 
     try:
         with av.open(path) as container:
             if not container.streams.video:
                 return "no video stream: the file has no video track"
+            if no_stream:  # a video track decord's bundled FFmpeg has no decoder for (AV1)
+                codec = container.streams.video[0].codec_context.codec.canonical_name
+                return f"unsupported codec: codec {codec} is not supported by the decoder"
     except av.error.FFmpegError as ff:
         message = ff.strerror or message
     except (OSError, ValueError) as ff:
         message = str(ff)
+    if no_stream:
+        return "no video stream: the file has no video track"
     kind = "corrupt video" if _looks_like_video(path) else "not a video"
     return f"{kind}: {message}"
 
@@ -213,6 +217,8 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
     load than wall time), rates: {s: CellScorer.result()[s]}}.
     Raises VideoError for anything wrong with the file.
     """
+    if os.path.isdir(path):
+        raise VideoError("read", "is a directory: a manifest path must name a video file")
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
