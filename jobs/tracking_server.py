@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from jobs.ui import runs_views
 from pipeline import tracking_server as ts
 
 DEFAULT_ROOT = Path("runs") / "mlflow"
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"),
                         help="S3-compatible endpoint for the artifacts (default: $MLFLOW_S3_ENDPOINT_URL, "
                              "then $AWS_ENDPOINT_URL)")
+    parser.add_argument("--experiment", default="", help="once healthy, print this experiment's runs view only")
     parser.add_argument("--print-command", action="store_true",
                         help="print the mlflow server command line and exit")
     return parser
@@ -59,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> ts.ServerConfig:
         s3_endpoint_url=args.s3_endpoint_url or None))
 
 
-def serve(config: ts.ServerConfig) -> int:
+def serve(config: ts.ServerConfig, experiment: str = "") -> int:
     """Run the server until it exits or we are told to stop; SIGINT/SIGTERM are passed on
     so that uvicorn's workers shut down cleanly."""
     proc = ts.start(config)
@@ -72,6 +74,14 @@ def serve(config: ts.ServerConfig) -> int:
     print(f"MLflow tracking server: {config.url}  (backend {config.backend_store_uri}, "
           f"artifacts {config.artifacts_destination}, allowed hosts "
           f"{','.join(ts.allowed_hosts(config))})", flush=True)
+    try:
+        ts.wait_healthy(config.url, proc)
+    except ts.TrackingServerError as err:
+        print(f"mgtc tracking-server: {err}", file=sys.stderr)
+        return proc.wait() or 1
+    views = runs_views(config.url, config.url, experiment)
+    print("\n".join(f"  {line}" for line in views) if views else
+          f"  no runs yet: experiments appear at {config.url}/#/experiments", flush=True)
     return proc.wait()
 
 
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_command:
         print(" ".join(ts.build_command(config)))
         return 0
-    return serve(config)
+    return serve(config, args.experiment)
 
 
 if __name__ == "__main__":

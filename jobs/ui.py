@@ -9,16 +9,20 @@ and print the URL; Ctrl-C stops it. Loopback only by default: the UI has no auth
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from pipeline.storage import redact
 
 LOOPBACK = "127.0.0.1"
+# MLflow's documented opt-out of usage data collection (also silences the UI's banner).
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=LOOPBACK,
                    help="bind address (default 127.0.0.1; anything else exposes an unauthenticated UI)")
     p.add_argument("--runs-dir", default="runs", help="run folder holding mlflow.db and mlartifacts/")
+    p.add_argument("--experiment", default="", help="print the runs view of this experiment only")
     p.add_argument("--print-only", action="store_true", help="print the URL and the command; serve nothing")
     return p
 
@@ -59,8 +64,56 @@ def ui_command(store: str, host: str, port: int, runs_dir: str) -> list[str]:
 
 def ui_env() -> dict[str, str]:
     """The server's environment: MLflow's job runner (GenAI evaluation jobs, several huey
-    consumer processes) is off unless asked for; browsing runs does not use it."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    consumer processes) is off unless asked for; browsing runs does not use it. Usage data
+    collection is off (MLflow's documented switch), unless the caller's environment says."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **TELEMETRY_OFF, **os.environ}
+
+
+def runs_view_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's training runs in MLflow 3's "Model training" workflow.
+
+    MLflow 3.17's UI starts in its GenAI workflow (traces overview, assistant) unless the URL
+    or the browser's saved choice says `workflowType=machine_learning`; the experiment's
+    `mlflow.experimentKind` tag (set by `tracking.ensure_experiment`) types the experiment
+    itself, so the UI does not ask what kind it is."""
+    return f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def runs_views(store: str, base_url: str, experiment: str = "") -> list[str]:
+    """`<name> (<n> runs): <runs view URL>` for each experiment with runs (or the one
+    named), most recently updated first; one explanatory line when the store cannot be read.
+
+    store: a tracking server's URL (asked over REST, 5 s timeout, no retries: the URL is
+    printed either way) or a SQL store URI (read with MLflow's client)."""
+    try:
+        found = _experiments(store)
+    except Exception as err:  # an unreachable server or a store from another MLflow
+        return [f"(experiments not listed: {type(err).__name__}: {str(err).splitlines()[0][:200]})"]
+    return [f"{name} ({runs} runs): {runs_view_url(base_url, exp_id)}"
+            for exp_id, name, runs in found if (runs and not experiment) or name == experiment]
+
+
+def _experiments(store: str) -> list[tuple[str, str, int]]:
+    """(id, name, runs up to 1000) of the active experiments, most recently updated first."""
+    if store.startswith(("http://", "https://")):
+        exps = _rest(store, "experiments/search", {"max_results": 50, "order_by": ["last_update_time DESC"]})
+        out = []
+        for exp in exps.get("experiments", []):
+            runs = _rest(store, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})
+            out.append((exp["experiment_id"], exp["name"], len(runs.get("runs", []))))
+        return out
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    return [(e.experiment_id, e.name, len(client.search_runs([e.experiment_id], max_results=1000)))
+            for e in client.search_experiments(order_by=["last_update_time DESC"], max_results=50)]
+
+
+def _rest(server: str, endpoint: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{server}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     remote = server_uri()
     if remote:
         print(f"MLflow UI (tracking server from MLFLOW_TRACKING_URI): {remote}")
+        for line in runs_views(remote, remote, args.experiment):
+            print(f"  {line}")
         return 0
     store = local_store(args.runs_dir)
     cmd = ui_command(store, args.host, args.port, args.runs_dir)
-    print(f"MLflow UI: http://{args.host}:{args.port}  (store {store})")
-    print("command: " + " ".join(shlex.quote(c) for c in cmd))
-    if args.print_only:
-        return 0
+    url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI: {url}  (store {store})")
     if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
         print("no runs yet: the store is created on first use")
+    else:
+        for line in runs_views(store, url, args.experiment):
+            print(f"  {line}")
+    print("command: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    if args.print_only:
+        return 0
     return serve(cmd)
 
 

@@ -123,6 +123,7 @@ class TrackingConfig:
     run_name: str = ""
     log_mask_images: bool = True
     parent_run_id: str = ""  # MLflow run to nest this run under (a sweep's parent); "" = top level
+    description: str = ""  # the experiment's description when this run creates it; "" = what its runs compare
 
 
 @dataclass(frozen=True)

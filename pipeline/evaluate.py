@@ -51,9 +51,13 @@ from pipeline.model import (
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
 from pipeline.shards import calibrated_tau
 from pipeline.tracking import (
+    TEST_PREFIX,
     SecretEnv,
+    find_train_run,
     finish_run,
+    log_artifact_dict,
     log_metrics,
+    log_tags,
     resolve_tracking_uri,
     start_run,
     summary_params,
@@ -391,22 +395,40 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
     }
 
 
-def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test") -> dict[str, Any]:
-    """`evaluate` tracked as one MLflow run (params, metrics, final_metrics.json).
+def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
+                   train_run_id: str | None = None) -> dict[str, Any]:
+    """`evaluate` tracked in MLflow; returns the metrics plus mlflow_run_id, tracking_uri and
+    checkpoint.
 
-    Returns the metrics plus mlflow_run_id, tracking_uri and checkpoint.
+    train_run_id (the training run of `checkpoint`, as `mgtc demo` passes it): the test
+    result goes into that run as `test_*` metrics (test_top1, test_top5, test_gflops_per_view,
+    test_gflops_per_video, test_views, ...), so one run holds a model's curves and its test.
+    Otherwise the evaluation is a run of its own, named `<training run>-<split>-<strategy>-
+    <UTC time>` and nested under the checkpoint's training run when the store has it (found
+    by the checkpoint folder's run name and the storage path), so no two runs share a name.
     """
     uri = resolve_tracking_uri(cfg)
     if cfg.tracking.tracking_uri:  # the actors' copy carries no credentials (see tracking)
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri))
     tau = resolve_tau(cfg)
     views = (cfg.data.test_clips, cfg.data.test_crops) if split == "test" else (cfg.data.val_clips, cfg.data.val_crops)
+    if train_run_id:
+        log_tags(uri, train_run_id, {"test_checkpoint": checkpoint, "test_views_per_video": f"{views[0]}x{views[1]}"})
+        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split)
+        log_metrics(uri, train_run_id, {f"{TEST_PREFIX}{k}": v for k, v in metrics.items()}, step=0)
+        log_artifact_dict(uri, train_run_id, metrics, f"{split}_metrics.json")
+        return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": train_run_id, "tracking_uri": uri}
     params = {
         **summary_params(cfg, world_size=cfg.scaling.num_workers, tau=tau),
         "checkpoint": checkpoint, "split": split, "views_per_video": f"{views[0]}x{views[1]}",
     }
-    name = cfg.tracking.run_name or f"eval_{cfg.scaling.name or cfg.data.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = start_run(cfg, uri=uri, run_name=name, kind="eval", params=params)
+    trained = checkpoint_run_name(checkpoint)
+    parent = find_train_run(cfg, uri, trained) if trained else None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    name = f"{trained or cfg.tracking.run_name or cfg.scaling.name or cfg.data.dataset}-{split}-{cfg.masking.strategy}-{stamp}"
+    tracking = dataclasses.replace(cfg.tracking, run_name=name, parent_run_id=parent or cfg.tracking.parent_run_id)
+    run_cfg = dataclasses.replace(cfg, tracking=tracking)
+    run_id = start_run(run_cfg, uri=uri, run_name=name, kind="eval", params=params)
     try:
         metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split)
     except Exception:
@@ -415,6 +437,12 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
     log_metrics(uri, run_id, metrics, step=0)
     finish_run(uri, run_id, final=metrics)
     return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": run_id, "tracking_uri": uri}
+
+
+def checkpoint_run_name(checkpoint: str) -> str:
+    """The training run a checkpoint folder belongs to (`<storage>/<name>/epoch_NNNN`), else ''."""
+    parts = checkpoint.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-1].startswith("epoch_") else ""
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -574,13 +574,14 @@ def run_sweep(
 def experiment_id(client: Any, name: str, uri: str) -> str:
     """The experiment's id, creating it if needed; in a local SQLite store its artifacts go
     to mlartifacts/ beside the database file, as the trainer's embedded default does."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+    from pipeline.tracking import ensure_experiment
+
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return ensure_experiment(client, name, artifact_location=location,
+                             description=f"sweep {name}: runs compare frame rate x strategy x ratio x seed; "
+                                         "each trial is a child of its sweep's parent run")
 
 
 def _parent_tags(spec: SweepSpec) -> dict[str, str]:

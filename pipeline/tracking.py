@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 RUN_NAME_TAG = "mgtc_run_name"  # Ray Train run name: a rerun with the same name reopens the run
 STORAGE_TAG = "mgtc_storage"
 KIND_TAG = "mgtc_kind"  # "train" | "eval"
+# MLflow 3's UI opens an experiment on the view of its kind, read from this experiment tag;
+# an untyped experiment opens on the GenAI overview (traces), not on its training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # MLflow's description of an experiment or a run
+TEST_PREFIX = "test_"  # a run's multi-view test metrics, beside its per-epoch ones
 EPOCH_KEY = "epoch_time"  # every logged epoch has it: the marker of "epoch already logged"
 GREY = 128
 
@@ -184,14 +190,52 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client, name: str, uri: str, cfg: Config) -> str:
+def experiment_description(cfg: Config) -> str:
+    """The experiment's description: `tracking.description`, else what its runs compare."""
+    if cfg.tracking.description:
+        return cfg.tracking.description
+    d = cfg.data
+    return (f"{d.dataset} ({d.num_classes} classes; train list {d.train_manifest}). Each run trains a "
+            f"{cfg.model.size} VideoMAE ViT with one token strategy; runs compare strategies (strategy, "
+            "mask_ratio or tau) and frame rates (num_frames x sampling_rate, effective_fps) by accuracy "
+            "(top1 per epoch on val, test_top1 / test_top5 multi-view on test) against cost "
+            "(gflops_per_view, test_gflops_per_video, clips_per_s).")
+
+
+def ensure_experiment(client, name: str, *, artifact_location: str | None = None, description: str = "") -> str:
+    """The id of experiment `name`, created if needed, typed so that MLflow's UI opens it on
+    its training runs (`EXPERIMENT_KIND`) and described; an existing experiment gets the type
+    and description only where it has none (a user's edit in the UI is kept)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+    if exp is None:
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **({NOTE_TAG: description} if description else {})}
+        return client.create_experiment(name, artifact_location=artifact_location, tags=tags)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if description and not exp.tags.get(NOTE_TAG):
+        client.set_experiment_tag(exp.experiment_id, NOTE_TAG, description)
+    return exp.experiment_id
+
+
+def _experiment_id(client, name: str, uri: str, cfg: Config) -> str:
     artifacts = None
     if uri.startswith("sqlite:///") and not cfg.tracking.tracking_uri:
         artifacts = (run_folder(cfg) / "mlartifacts").as_uri()  # beside the embedded mlflow.db
-    return client.create_experiment(name, artifact_location=artifacts)
+    return ensure_experiment(client, name, artifact_location=artifacts, description=experiment_description(cfg))
+
+
+def run_description(cfg: Config, tau: float | None) -> str:
+    """One line saying what a run is: strategy, ratio / tau, frames x stride, fps, model."""
+    k, d = cfg.masking, cfg.data
+    if k.strategy == "none":
+        tokens = "all tokens"
+    elif k.strategy == "mgtc_threshold":
+        tokens = f"mgtc_threshold tau {tau if tau is not None else k.tau:.4g}"
+    else:
+        tokens = f"{k.strategy} ratio {k.ratio:g} ({100 * (1 - k.ratio):.0f}% kept)"
+    fps = d.source_fps / d.sampling_rate
+    return (f"{tokens} · {d.num_frames} frames x stride {d.sampling_rate} · {fps:.3g} fps "
+            f"· ViT-{cfg.model.size} {cfg.optim.mode} on {d.dataset}")
 
 
 def start_run(
@@ -219,6 +263,7 @@ def start_run(
         KIND_TAG: kind,
         "git_commit": git_commit(),
         "shards": cfg.data.shards,
+        NOTE_TAG: run_description(cfg, params.get("tau") if isinstance(params.get("tau"), float) else None),
         **(tags or {}),
     }
     run_tags = {k: redact(str(v)) for k, v in run_tags.items()}
@@ -246,6 +291,16 @@ def start_run(
         client.log_batch(run_id, params=fresh[i : i + 100])
     client.log_dict(run_id, redacted(cfg), "config.yaml")
     return run_id
+
+
+def find_train_run(cfg: Config, uri: str, run_name: str) -> str | None:
+    """The id of the training run `run_name` under `cfg`'s storage path, if the store has it."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return None
+    found = _find_run(client, exp.experiment_id, run_name, cfg.scaling.storage_path)
+    return found.info.run_id if found is not None else None
 
 
 def _find_run(client, exp_id: str, run_name: str, storage: str):
@@ -280,6 +335,16 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
     _client(uri).log_batch(run_id, metrics=batch)
+
+
+def log_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    _client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifact_dict(uri: str, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+    _client(uri).log_dict(run_id, data, artifact_file)
 
 
 def last_logged_metrics(uri: str, run_id: str) -> dict[str, float]:

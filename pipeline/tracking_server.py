@@ -152,8 +152,10 @@ def build_command(config: ServerConfig) -> list[str]:
 
 def server_env(config: ServerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     """The server's environment: the caller's (AWS credential chain included, which only
-    the server needs) plus MLFLOW_S3_ENDPOINT_URL for an S3-compatible store."""
+    the server needs), MLflow's telemetry off unless the caller set it, plus
+    MLFLOW_S3_ENDPOINT_URL for an S3-compatible store."""
     env = dict(os.environ if base is None else base)
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow's documented opt-out of usage data
     if config.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint_url
     return env

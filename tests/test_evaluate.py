@@ -140,34 +140,49 @@ def expected_metrics(cfg, model, rows) -> dict:
 def test_ray_data_evaluation_local_and_s3_checkpoint(ray_local, mlflow_server, s3_bucket, tmp_path):
     import boto3
     import ray.data
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import start_run
 
     cfg = config(tmp_path, mlflow_server)
     torch.manual_seed(0)
     model = make_model(cfg)
     with torch.no_grad():  # a head with real weight so that accuracy is not a tie
         model.head.weight.normal_()
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
+    ckpt = tmp_path / "ray" / "trained" / "epoch_0002"  # a training run's checkpoint folder
+    ckpt.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "epoch": 1}, ckpt / STATE_FILE)
+    train_run = start_run(cfg, uri=mlflow_server, run_name="trained", kind="train", params={})
     rows = view_rows(6, 3)
     expect = expected_metrics(cfg, model, rows)
 
+    # On its own (`mgtc eval`): a run of its own, nested under the checkpoint's training run,
+    # under a name no other run has.
     result = run_evaluation(cfg, str(ckpt), dataset=ray.data.from_items(rows))
     assert result["views"] == 18 and result["videos"] == 6 and result["views_per_video"] == 3
     assert result["top1"] == pytest.approx(expect["top1"]) and result["top5"] == pytest.approx(expect["top5"])
     assert result["kept_ratio"] == 0.5 and result["clips_per_s"] > 0
     assert result["gflops_per_video"] == pytest.approx(3 * result["gflops_per_view"])
     assert "| videos | views | top-1 (%)" in format_table(result)
-    from mlflow import MlflowClient
-
-    run = MlflowClient(mlflow_server).get_run(result["mlflow_run_id"])
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["mgtc_kind"] == "eval"
     assert run.data.metrics["top1"] == pytest.approx(expect["top1"]) and run.data.params["checkpoint"] == str(ckpt)
+    assert run.data.tags["mlflow.parentRunId"] == train_run
+    assert run.info.run_name.startswith("trained-test-random-") and run.info.run_name != "trained"
 
+    # After training (`mgtc demo`): the test result goes into the training run itself.
     s3 = boto3.client("s3")
     s3.upload_file(str(ckpt / STATE_FILE), s3_bucket, f"ckpt/{STATE_FILE}")
-    from_s3 = evaluate(cfg, f"s3://{s3_bucket}/ckpt", dataset=ray.data.from_items(rows))
+    from_s3 = run_evaluation(cfg, f"s3://{s3_bucket}/ckpt", dataset=ray.data.from_items(rows), train_run_id=train_run)
     assert from_s3["top1"] == pytest.approx(expect["top1"]) and math.isfinite(from_s3["gflops_per_view"])
+    trained = client.get_run(train_run)
+    metrics = trained.data.metrics
+    assert metrics["test_top1"] == pytest.approx(expect["top1"]) and metrics["test_views"] == 18
+    assert metrics["test_gflops_per_video"] == pytest.approx(3 * metrics["test_gflops_per_view"])
+    assert trained.data.tags["test_views_per_video"] == "3x1" and from_s3["mlflow_run_id"] == train_run
+    names = [r.info.run_name for r in client.search_runs([trained.info.experiment_id])]
+    assert len(names) == len(set(names)) == 2  # no second run for the test, no shared name
 
 
 def test_tau_explicit_or_calibrated_from_the_shards(tmp_path):

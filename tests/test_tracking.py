@@ -10,7 +10,10 @@ import pytest
 
 from pipeline.config import load_config, replace
 from pipeline.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     KIND_TAG,
+    NOTE_TAG,
     RUN_NAME_TAG,
     RunLogger,
     finish_run,
@@ -18,6 +21,7 @@ from pipeline.tracking import (
     mask_overlay,
     ray_submission_id,
     resolve_tracking_uri,
+    run_description,
     start_run,
     summary_params,
 )
@@ -105,6 +109,30 @@ def test_run_created_reopened_nested_and_free_of_secrets(cfg, tmp_path, monkeypa
     finish_run(uri, run_id, final={"top1": 50.0})
     assert client.get_run(run_id).info.status == "FINISHED"
     assert "final_metrics.json" in {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_experiment_opens_on_its_runs_and_runs_say_what_they_are(cfg, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = resolve_tracking_uri(cfg)
+    client = MlflowClient(uri)
+    untyped = client.create_experiment("test-tracking")  # made by an older version: no type, no note
+    run_id = start_run(cfg, uri=uri, run_name="r3", kind="train", params=summary_params(cfg, world_size=2, tau=None))
+    tags = client.get_experiment(untyped).tags
+    assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+    assert "synthetic (5 classes" in tags[NOTE_TAG] and "strategies" in tags[NOTE_TAG]
+    client.set_experiment_tag(untyped, NOTE_TAG, "my own words")  # a description edited in the UI is kept
+    start_run(cfg, uri=uri, run_name="r4", kind="train", params={})
+    assert client.get_experiment(untyped).tags[NOTE_TAG] == "my own words"
+    note = client.get_run(run_id).data.tags[NOTE_TAG]
+    assert note == "mgtc_ratio ratio 0.25 (75% kept) · 16 frames x stride 2 · 15 fps · ViT-tiny finetune on synthetic"
+    assert run_description(replace(cfg, ["masking.strategy=none"]), None).startswith("all tokens · ")
+    threshold = replace(cfg, ["masking.strategy=mgtc_threshold", "masking.tau=0.0125"])
+    assert run_description(threshold, None).startswith("mgtc_threshold tau 0.0125 · 16 frames")
+    described = replace(cfg, ["tracking.experiment=other", "tracking.description=MGTC 50% vs all tokens"])
+    start_run(described, uri=uri, run_name="r5", kind="train", params={})
+    assert client.get_experiment_by_name("other").tags[NOTE_TAG] == "MGTC 50% vs all tokens"
 
 
 def test_each_epoch_is_logged_once_even_after_a_restart(cfg, monkeypatch):

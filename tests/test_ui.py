@@ -41,6 +41,13 @@ def test_a_sql_tracking_uri_is_the_store_served(monkeypatch, tmp_path):
 
 @pytest.mark.integration
 def test_ui_serves_the_local_store_on_127_0_0_1_only(tmp_path):
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import ensure_experiment
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp_id = ensure_experiment(client, "local-exp")
+    client.create_run(exp_id, run_name="only-run")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
@@ -57,7 +64,7 @@ def test_ui_serves_the_local_store_on_127_0_0_1_only(tmp_path):
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             names = [e["name"] for e in json.load(r)["experiments"]]
-        assert "Default" in names
+        assert "Default" in names and "local-exp" in names
         assert (tmp_path / "runs" / "mlflow.db").is_file()
         listening = [c for c in psutil.net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
@@ -66,4 +73,6 @@ def test_ui_serves_the_local_store_on_127_0_0_1_only(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)  # jobs.ui stops its server group on SIGTERM
         out, _ = proc.communicate(timeout=30)
     assert f"MLflow UI: http://127.0.0.1:{port}" in out
+    view = f"local-exp (1 runs): http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    assert view in out and "Default (" not in out  # experiments without runs are not listed
     assert proc.returncode == 0
