@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import shards, storage, video
+from pipeline.vocab import SHARD_SCORE_MODES
 from pipeline.config import Config
 from pipeline.manifest import check_labels, read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
@@ -438,8 +439,8 @@ def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def row_cells_or_none(row: dict[str, Any], spec: ClipSpec) -> tuple[tuple | None, int]:
     """((pair_cells, boundary_cells), cell) of a row with shard data, else (None, 1)."""
-    if int(row.get("cell", 0) or 0) <= 0:
-        return None, 1
+    if int(row.get("cell", 0) or 0) <= 0 or spec.score_mode not in SHARD_SCORE_MODES:
+        return None, 1  # no shard maps (or none for this mode): scored on the clip's pixels
     if spec.score_mode == "boundary" and int(row["tubelet"]) != spec.tubelet:
         raise ValueError(f"shard boundary maps are for tubelet={int(row['tubelet'])}, "
                          f"model.tubelet={spec.tubelet}")

@@ -10,6 +10,9 @@ Score of token (t, i, j), t >= 1, on pixels scaled to [0, 1]:
   t*tubelet + tubelet - 1 and (t-1)*tubelet, which are `2*tubelet - 1` frames apart.
 - "consecutive": the mean over the `tubelet` consecutive frame pairs ending inside tubelet t
   (the pair across the boundary with tubelet t-1 plus the pairs inside tubelet t).
+- "compensated": the "boundary" pair after removing the dominant global translation
+  between the two frames (camera pan / shake; `pipeline/compensation.py`). Shards hold no
+  maps for it: clips are scored on their decoded, cropped pixels.
 Slice t = 0 has no predecessor: its score is +inf, so every strategy keeps it.
 
 Shards (see `pipeline/shards.py`) do not store clips. For the stride-s frame sequence
@@ -27,7 +30,8 @@ import math
 import numpy as np
 import torch
 
-from pipeline.vocab import SCORE_MODES
+from pipeline.compensation import compensated_token_scores
+from pipeline.vocab import SCORE_MODES, SHARD_SCORE_MODES
 
 
 def boundary_distance(tubelet: int) -> int:
@@ -49,9 +53,10 @@ def check_clip_shape(num_frames: int, height: int, width: int, tubelet: int, pat
         )
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in SCORE_MODES:
-        raise ValueError(f"mode={mode!r} is not a score mode; allowed: {', '.join(SCORE_MODES)}")
+def _check_mode(mode: str, allowed: tuple[str, ...] = SCORE_MODES) -> None:
+    if mode not in allowed:
+        kind = "score mode" if allowed == SCORE_MODES else "score mode with shard maps or torch scores"
+        raise ValueError(f"mode={mode!r} is not a {kind}; allowed: {', '.join(allowed)}")
 
 
 def token_scores(
@@ -67,6 +72,8 @@ def token_scores(
         raise ValueError(f"frames must be [T, H, W, 3], got shape {frames.shape}")
     t, h, w, _ = frames.shape
     check_clip_shape(t, h, w, tubelet, patch)
+    if mode == "compensated":
+        return compensated_token_scores(frames, tubelet, patch)
     x = frames.astype(np.float32) * np.float32(1 / 255)
     if mode == "boundary":
         last = x[2 * tubelet - 1 :: tubelet]  # last frame of tubelets 1..T'-1
@@ -87,9 +94,10 @@ def token_scores_torch(
     """Batched per-token motion scores.
 
     x: [B, 3, T, H, W]; uint8 (scaled by 1/255) or float already in [0, 1].
-    Returns [B, T', H', W'] float32 with slice 0 = +inf.
+    Returns [B, T', H', W'] float32 with slice 0 = +inf. "compensated" is numpy-only
+    (`token_scores`).
     """
-    _check_mode(mode)
+    _check_mode(mode, SHARD_SCORE_MODES)
     if x.ndim != 5 or x.shape[1] != 3:
         raise ValueError(f"x must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
     b, _, t, h, w = x.shape
@@ -189,8 +197,9 @@ def token_scores_from_cells(
     Returns [T', H', W'] float32 with slice 0 = +inf, like `token_scores` on the clip.
     A frame pair at a distance that no stored map covers (only in the repeated tail of a
     padded short clip) takes the map of the nearest stored pair ending at the same frame.
+    "compensated" has no shard maps: its scores come from the decoded clip (`token_scores`).
     """
-    _check_mode(mode)
+    _check_mode(mode, SHARD_SCORE_MODES)
     t = len(frame_ids)
     if t % tubelet or t < tubelet:
         raise ValueError(f"clip of {t} frames must be a positive multiple of tubelet={tubelet}")

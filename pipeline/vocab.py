@@ -9,6 +9,9 @@ from __future__ import annotations
 # Token-selection strategies (pipeline.selection) and the ones that need motion scores.
 STRATEGIES = ("none", "random", "tube", "running_cell", "mgtc_ratio", "mgtc_threshold")
 SCORE_STRATEGIES = ("mgtc_ratio", "mgtc_threshold")
-# How token motion is measured (pipeline.motion): across the tubelet boundary or between
-# consecutive frames. Shards hold the maps of both.
-SCORE_MODES = ("boundary", "consecutive")
+# How token motion is measured (pipeline.motion): across the tubelet boundary, between
+# consecutive frames (shards hold the maps of both), or across the boundary after removing
+# the dominant global translation ("compensated", pipeline.compensation: computed on the
+# decoded clip, shards hold no maps for it).
+SCORE_MODES = ("boundary", "consecutive", "compensated")
+SHARD_SCORE_MODES = ("boundary", "consecutive")

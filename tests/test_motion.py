@@ -103,7 +103,7 @@ def test_bad_clip_shapes_are_named(shape, match):
 
 
 def test_unknown_mode_is_named():
-    with pytest.raises(ValueError, match="mode='max' is not a score mode; allowed: boundary, consecutive"):
+    with pytest.raises(ValueError, match="mode='max' is not a score mode; allowed: boundary, consecutive, compensated"):
         token_scores(np.zeros((4, 16, 16, 3), dtype=np.uint8), mode="max")
 
 
