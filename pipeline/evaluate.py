@@ -132,6 +132,13 @@ class VideoScores:
             labels[ids] = torch.tensor([self.labels[i] for i in self.sums])
         return sums, counts, labels
 
+    def predictions(self) -> dict[str, list[int]]:
+        """Per video seen here, ascending id: {"video_id", "label", "pred"} (argmax of the
+        averaged softmax), for paired comparisons across runs (`pipeline.stats`)."""
+        ids = sorted(self.sums)
+        return {"video_id": ids, "label": [int(self.labels[i]) for i in ids],
+                "pred": [int(np.argmax(self.sums[i])) for i in ids]}
+
     def merge_across_ranks(self, device: torch.device) -> dict[str, float]:
         """All-reduce over the process group (if any) and score: top1, top5, videos, views."""
         distributed = dist.is_available() and dist.is_initialized()
@@ -344,8 +351,12 @@ class ViewClassifier:
         }
 
 
-def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test") -> dict[str, float]:
+def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
+             predictions: bool = False) -> dict[str, Any]:
     """Multi-view evaluation of `checkpoint` on `split`; returns the metrics.
+
+    predictions: also return "predictions" = `VideoScores.predictions()` (per-video label
+    and prediction, the input of the sweep's paired bootstrap).
 
     dataset: a Ray Dataset of views (default `clip_dataset(cfg, split)`).
     Metrics: top1, top5 (%), videos, views, kept_ratio, gflops_per_view (encoder multiply-
@@ -384,7 +395,9 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
     views = max(scores.views, 1)
     per_view = gmacs / views
     views_per_video = (cfg.data.test_clips * cfg.data.test_crops) if split == "test" else (cfg.data.val_clips * cfg.data.val_crops)
+    extra = {"predictions": scores.predictions()} if predictions else {}
     return {
+        **extra,
         **metrics,
         "views_per_video": views_per_video,
         "kept_ratio": kept / views / shape.num_tokens,
@@ -398,7 +411,7 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test")
 def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
                    train_run_id: str | None = None) -> dict[str, Any]:
     """`evaluate` tracked in MLflow; returns the metrics plus mlflow_run_id, tracking_uri and
-    checkpoint.
+    checkpoint. The per-video predictions go to the run as `<split>_predictions.json`.
 
     train_run_id (the training run of `checkpoint`, as `mgtc demo` passes it): the test
     result goes into that run as `test_*` metrics (test_top1, test_top5, test_gflops_per_view,
@@ -414,7 +427,8 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
     views = (cfg.data.test_clips, cfg.data.test_crops) if split == "test" else (cfg.data.val_clips, cfg.data.val_crops)
     if train_run_id:
         log_tags(uri, train_run_id, {"test_checkpoint": checkpoint, "test_views_per_video": f"{views[0]}x{views[1]}"})
-        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split)
+        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split, predictions=True)
+        log_artifact_dict(uri, train_run_id, metrics.pop("predictions"), f"{split}_predictions.json")
         log_metrics(uri, train_run_id, {f"{TEST_PREFIX}{k}": v for k, v in metrics.items()}, step=0)
         log_artifact_dict(uri, train_run_id, metrics, f"{split}_metrics.json")
         return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": train_run_id, "tracking_uri": uri}
@@ -430,10 +444,11 @@ def run_evaluation(cfg: Config, checkpoint: str, *, dataset=None, split: str = "
     run_cfg = dataclasses.replace(cfg, tracking=tracking)
     run_id = start_run(run_cfg, uri=uri, run_name=name, kind="eval", params=params)
     try:
-        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split)
+        metrics = evaluate(cfg, checkpoint, dataset=dataset, split=split, predictions=True)
     except Exception:
         finish_run(uri, run_id, status="FAILED")
         raise
+    log_artifact_dict(uri, run_id, metrics.pop("predictions"), f"{split}_predictions.json")
     log_metrics(uri, run_id, metrics, step=0)
     finish_run(uri, run_id, final=metrics)
     return {**metrics, "checkpoint": checkpoint, "mlflow_run_id": run_id, "tracking_uri": uri}

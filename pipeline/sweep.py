@@ -26,6 +26,7 @@ the other trials go on. The sweep counts as a success when at least one trial fi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -38,8 +39,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import yaml
 
+from pipeline import stats
 from pipeline.config import Config, ConfigError, flat_params, load_config, replace, to_dict
 
 TrainFn = Callable[[Config], Mapping[str, Any]]
@@ -95,6 +98,8 @@ class SweepOptions:
       workers x CPUs per worker + clip decode actors).
     experiment: MLflow experiment; "" = the base config's tracking.experiment.
     mask_video: video for the parent's mask / heat-map pictures; "" = first manifest entry.
+    compare: key differences "A vs B" (setting names, as in results.md), each tested by a
+      paired bootstrap over the test videos (`pipeline.stats`); checked when the file loads.
     """
 
     name: str = "sweep"
@@ -102,6 +107,7 @@ class SweepOptions:
     cpus_per_trial: float = 0.0
     experiment: str = ""
     mask_video: str = ""
+    compare: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class TrialResult:
     metrics: dict[str, float] = field(default_factory=dict)  # canonical summary keys
     error: str = ""
     run_id: str = ""
+    predictions: dict[str, list[int]] | None = None  # per test video: video_id, label, pred
 
 
 @dataclass
@@ -175,7 +182,9 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), axes: Sequence[s
     base, base_name = _load_base(raw.get("base"), p, base_overrides)
     options = _load_options(raw.get("sweep") or {}, default_name=p.stem)
     grid = normalise_grid({**(raw.get("grid") or {}), **parse_axes(axes)})
-    return SweepSpec(options, base, base_name, grid, expand_grid(base, grid), str(p))
+    trials = expand_grid(base, grid)
+    check_comparisons(options, trials)
+    return SweepSpec(options, base, base_name, grid, trials, str(p))
 
 
 def _load_base(base: Any, sweep_file: Path, overrides: list[str]) -> tuple[Config, str]:
@@ -221,9 +230,26 @@ def _load_options(raw: Any, default_name: str) -> SweepOptions:
         problems.append(f"sweep.max_concurrent={opts.max_concurrent!r}: an integer >= 0 (0 = from CPUs)")
     if not isinstance(opts.cpus_per_trial, (int, float)) or opts.cpus_per_trial < 0:
         problems.append(f"sweep.cpus_per_trial={opts.cpus_per_trial!r}: a number >= 0 (0 = from config)")
+    if not isinstance(opts.compare, (list, tuple)) or any(
+            not isinstance(c, str) or len(c.split(" vs ")) != 2 for c in opts.compare):
+        problems.append(f"sweep.compare={opts.compare!r}: a list of 'SETTING_A vs SETTING_B' strings")
     if problems:
         raise SweepError("invalid sweep options:\n  - " + "\n  - ".join(problems))
-    return opts
+    return dataclasses.replace(opts, compare=tuple(opts.compare))
+
+
+def comparison_pairs(options: SweepOptions) -> list[tuple[str, str]]:
+    """(A, B) setting names of `sweep.compare`."""
+    return [tuple(part.strip() for part in c.split(" vs ")) for c in options.compare]  # type: ignore[misc]
+
+
+def check_comparisons(options: SweepOptions, trials: Sequence[Trial]) -> None:
+    """SweepError naming each compared setting the grid does not make."""
+    settings = list(dict.fromkeys(t.setting for t in trials))
+    unknown = sorted({name for pair in comparison_pairs(options) for name in pair if name not in settings})
+    if unknown:
+        raise SweepError(f"sweep.compare names unknown setting(s) {', '.join(unknown)}; "
+                         f"the grid makes: {', '.join(settings)}")
 
 
 def parse_axes(axes: Sequence[str]) -> dict[str, Any]:
@@ -491,7 +517,7 @@ def train_and_test(cfg: Config) -> dict[str, Any]:
     summary = dict(run_training(cfg))
     if cfg.optim.mode != "finetune" or not cfg.data.test_manifest or not summary.get("checkpoint"):
         return summary
-    test = evaluate(cfg, summary["checkpoint"], split="test")
+    test = evaluate(cfg, summary["checkpoint"], split="test", predictions=True)
     summary.update({f"test_{key}": value for key, value in test.items()})
     return summary
 
@@ -685,9 +711,14 @@ def record_trial(
         client.log_text(run_id, error or "failed", "error.txt")
         client.set_terminated(run_id, "FAILED")
         return TrialResult(trial, "FAILED", summary, error, run_id)
+    predictions = metrics.get("test_predictions")
+    if isinstance(predictions, dict):
+        client.log_dict(run_id, predictions, "test_predictions.json")
+    else:
+        predictions = None
     if created or client.get_run(run_id).info.status == "RUNNING":
         client.set_terminated(run_id, "FINISHED")
-    return TrialResult(trial, "FINISHED", summary, "", run_id)
+    return TrialResult(trial, "FINISHED", summary, "", run_id, predictions)
 
 
 def _param_text(value: Any) -> str:
@@ -747,7 +778,8 @@ def aggregate(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
 
     Row keys: setting, frames, num_frames, sampling_rate, strategy, mask, ratio, tau, seeds,
     ok, failed (names of failed trials), status ('ok', 'partial' or 'failed'), and
-    <metric>_mean / <metric>_std for every summary metric.
+    <metric>_mean / <metric>_std for every summary metric, top1_ci_low / top1_ci_high (95% t
+    interval of the mean over seeds; NaN below two seeds).
     """
     groups: dict[str, list[TrialResult]] = {}
     for r in results:
@@ -774,6 +806,8 @@ def aggregate(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
         for key, *_ in SUMMARY_METRICS:
             mean, std = _mean_std([r.metrics[key] for r in done if key in r.metrics])
             row[f"{key}_mean"], row[f"{key}_std"] = mean, std
+        row["top1_ci_low"], row["top1_ci_high"] = stats.t_interval([r.metrics["top1"] for r in done
+                                                                   if "top1" in r.metrics])
         rows.append(row)
     return rows
 
@@ -820,10 +854,13 @@ def results_markdown(rows: Sequence[dict[str, Any]], results: Sequence[TrialResu
     wall time; failed trials listed below it."""
     spec = {key: (title, digits) for key, _, title, digits in SUMMARY_METRICS}
     head = ["setting", "frames", "strategy", "mask", "seeds ok", *(spec[k][0] for k in TABLE_METRICS)]
+    head.insert(6, "top-1 95% interval")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         seeds = f"{row['ok']}/{row['seeds']}" + (" (failed)" if row["status"] == "failed" else "")
         cells = [_pm(row[f"{k}_mean"], row[f"{k}_std"], spec[k][1]) for k in TABLE_METRICS]
+        low, high = row.get("top1_ci_low", math.nan), row.get("top1_ci_high", math.nan)
+        cells.insert(1, "-" if math.isnan(low) else f"[{low:.1f}, {high:.1f}]")
         lines.append("| " + " | ".join([row["setting"], row["frames"], row["strategy"], row["mask"],
                                          seeds, *cells]) + " |")
     failed = [r for r in results if r.status != "FINISHED"]
@@ -867,7 +904,7 @@ def dodge(xs: Sequence[float], fraction: float = 0.012) -> list[float]:
 
 def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, title: str,
                   chance: float | None = None):
-    """Top-1 (mean ± std over seeds) against one cost; colour = frames, marker = strategy,
+    """Top-1 (mean, bars = 95% t interval over seeds) against one cost; colour = frames, marker = strategy,
     label = masking (r = ratio, tau = threshold); `chance` (%) draws the guessing level."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -880,7 +917,8 @@ def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, titl
     for x, row in zip(xs, drawn):
         y = row["top1_mean"]
         xerr = None if math.isnan(row[f"{x_key}_std"]) else row[f"{x_key}_std"]
-        yerr = None if math.isnan(row["top1_std"]) else row["top1_std"]
+        low = row.get("top1_ci_low", math.nan)
+        yerr = None if math.isnan(low) else y - low  # 95% t interval of the mean over seeds
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=colours[row["frames"]],
                     marker=markers.get(row["strategy"], "o"), markersize=8, capsize=3, linestyle="")
         ax.annotate(row["mask"], (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
@@ -893,7 +931,7 @@ def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, titl
         handles.append(Line2D([], [], color="grey", linestyle="--", label=f"chance ({chance:.3g}%)"))
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_xlabel(x_label + " (equal costs spread sideways)")
-    ax.set_ylabel("top-1 (%), mean ± std over seeds")
+    ax.set_ylabel("top-1 (%), mean and 95% interval over seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -910,8 +948,10 @@ def write_artifacts(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.csv").write_text(results_csv(rows))
-    (out_dir / "results.md").write_text(results_markdown(rows, results))
     (out_dir / "trials.csv").write_text(trials_csv(results))
+    study = study_markdown(spec, results, rows)
+    (out_dir / "study.md").write_text(study)
+    (out_dir / "results.md").write_text(results_markdown(rows, results) + "\n" + study)
     name = spec.options.name
     chance = 100.0 / spec.base.data.num_classes
     save_png(accuracy_plot(rows, "gflops_per_view", "encoder GFLOPs per view",
@@ -922,6 +962,34 @@ def write_artifacts(
         write_mask_pictures(out_dir, spec)
     except Exception as err:  # noqa: BLE001 - pictures are a bonus; the table must still land
         log(f"mask pictures skipped: {type(err).__name__}: {err}")
+
+
+def key_differences(spec: SweepSpec, results: Sequence[TrialResult]) -> list[stats.Difference]:
+    """`sweep.compare` pairs by paired bootstrap over the test videos (seed-averaged per
+    video); a pair lacking predictions on either side is left out."""
+    preds: dict[str, list[dict]] = {}
+    for r in results:
+        if r.status == "FINISHED" and r.predictions:
+            preds.setdefault(r.trial.setting, []).append(r.predictions)
+    return [stats.compare(a, b, preds[a], preds[b], seed=spec.base.optim.seed)
+            for a, b in comparison_pairs(spec.options) if preds.get(a) and preds.get(b)]
+
+
+def study_markdown(spec: SweepSpec, results: Sequence[TrialResult], rows: Sequence[dict[str, Any]]) -> str:
+    """Key differences (paired bootstrap) and the statistical power of the test set."""
+    diffs = key_differences(spec, results)
+    videos = max((len(r.predictions["video_id"]) for r in results if r.predictions), default=0)
+    accuracy = [row["top1_mean"] / 100 for row in rows if not math.isnan(row["top1_mean"])]
+    typical = float(np.median(accuracy)) if accuracy else 0.6
+    lines = ["## Key differences (paired bootstrap over test videos, 10000 resamples)", ""]
+    lines += [stats.differences_markdown(diffs)] if diffs else ["(no comparison with test predictions on both sides)", ""]
+    lines += ["## Power", "",
+              f"{videos} test videos per model. With independent errors at the median top-1 "
+              f"({100 * typical:.0f}%), a difference of {stats.planning_resolvable(videos, typical):.1f} points "
+              "is resolvable (5% two-sided, 80% power); paired on the same videos, the figure is "
+              "`resolvable` in the table above (it falls with the share of videos the two settings "
+              "disagree on). Seeds: the 95% interval per setting is a t interval over the seeds.", ""]
+    return "\n".join(lines)
 
 
 def metric_key(name: str) -> str:

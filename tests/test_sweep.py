@@ -436,3 +436,30 @@ def test_progress_callback_pickles_after_print_is_patched(monkeypatch):
         cloudpickle.dumps(_progress_callback(3, builtin_print))  # what the old default did
     restored = cloudpickle.loads(cloudpickle.dumps(_progress_callback(3, say)))
     assert restored.done == 0
+
+
+def test_comparisons_are_checked_at_load_and_bootstrapped_into_study_md(tmp_path):
+    from pipeline.sweep import SweepError, study_markdown
+
+    grid = {"masking": PAPER_GRID["masking"][:2], "optim.seed": [0, 1]}
+    with pytest.raises(SweepError, match="unknown setting.*8x4-random"):
+        load_sweep(write_sweep(tmp_path, grid=grid, sweep={"compare": ["8x4-mgtc_ratio-r0.5 vs 8x4-random"]}))
+    with pytest.raises(SweepError, match="SETTING_A vs SETTING_B"):
+        load_sweep(write_sweep(tmp_path, grid=grid, sweep={"compare": ["8x4-none"]}))
+    spec = load_sweep(write_sweep(tmp_path, grid=grid, sweep={"compare": ["8x4-mgtc_ratio-r0.5 vs 8x4-none"]}))
+    labels = [v % 4 for v in range(40)]
+
+    def result(t):
+        wrong = 4 if t.cfg.masking.strategy == "mgtc_ratio" else 12  # 90% vs 70% right
+        preds = [(y + 1) % 4 if v < wrong else y for v, y in enumerate(labels)]
+        r = TrialResult(t, "FINISHED", {"top1": 100.0 * (40 - wrong) / 40}, "", "",
+                        {"video_id": list(range(40)), "label": labels, "pred": preds})
+        return r
+
+    results = [result(t) for t in spec.trials]
+    rows = aggregate(results)
+    assert rows[1]["top1_ci_low"] == rows[1]["top1_ci_high"] == pytest.approx(90.0)  # equal seeds
+    text = study_markdown(spec, results, rows)
+    assert "| 8x4-mgtc_ratio-r0.5 - 8x4-none | 40 | +20.0 |" in text
+    assert "40 test videos per model" in text
+    assert "top-1 95% interval" in results_markdown(rows)
