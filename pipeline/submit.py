@@ -45,6 +45,7 @@ JOB_MODULES = {
     "train": "jobs.train",
     "eval": "jobs.evaluate",
     "sweep": "jobs.sweep",
+    "predict": "jobs.predict",
 }
 DEFAULT_RUNTIME_ENV = Path("cluster") / "runtime_env.yaml"
 

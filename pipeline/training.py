@@ -28,6 +28,7 @@ Both hold only tensors and plain containers: `torch.load(weights_only=True)` rea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -88,6 +89,8 @@ from pipeline.tracking import (
 CRASH_ENV = "MGTC_TEST_CRASH_ONCE"
 RNG_FILE = "rng_rank{rank}.pt"
 
+log = logging.getLogger(__name__)
+
 
 # ------------------------------------------------------------------------- per-worker setup
 
@@ -107,6 +110,7 @@ class Recipe:
     erase: RandomErasing | None = None
     criterion: nn.Module | None = None
     loss: Callable = field(default=None, repr=False)  # finetune_loss | pretrain_loss
+    class_names: list[str] | None = None  # stored with each checkpoint for `mgtc predict`
 
 
 @dataclass
@@ -474,6 +478,7 @@ def report_epoch(progress: Progress, model: nn.Module, optimizer, scheduler, rec
                 "metrics": progress.metrics,
                 "mlflow_run_id": run_id,
                 "config": redacted(recipe.cfg),
+                "class_names": recipe.class_names,
             }, Path(tmp) / STATE_FILE)
         torch.save(rng_state(recipe.generator), Path(tmp) / RNG_FILE.format(rank=rank))
         ray.train.report(
@@ -532,6 +537,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = make_model(cfg)
     seed_everything(cfg.optim.seed + rank)  # then each rank its own augmentation streams
     recipe = make_recipe(cfg, config["tau"], ray.train.torch.get_device(), rank)
+    recipe.class_names = config.get("class_names")
     flush_denormals(recipe.device)
     optimizer = make_optimizer(cfg, model, world)
     scheduler = make_scheduler(cfg, optimizer, config["steps_per_epoch"], world)
@@ -622,6 +628,27 @@ def steps_per_epoch(num_clips: int, batch_size: int, world_size: int) -> int:
     return max(1, num_clips // world_size // batch_size)
 
 
+def training_class_names(cfg: Config) -> list[str] | None:
+    """The class names of the training manifest, from a label file beside it (classes.txt,
+    classInd.txt, ...: `pipeline.predict.labels.CLASS_FILES`), when there is one that names
+    exactly data.num_classes classes; stored in every checkpoint for `mgtc predict`."""
+    from pipeline.predict.labels import LabelsError, names_beside
+
+    try:
+        found = names_beside(cfg.data.train_manifest)
+    except (LabelsError, OSError) as err:
+        log.warning("class names beside the training manifest not used: %s", err)
+        return None
+    if found is None:
+        return None
+    names, source = found
+    if len(names) != cfg.data.num_classes:
+        log.warning("class names in %s: %d names for data.num_classes=%d, not stored",
+                    storage.redact(source), len(names), cfg.data.num_classes)
+        return None
+    return names
+
+
 def run_training(
     cfg: Config,
     *,
@@ -656,7 +683,8 @@ def run_training(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
-                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()}},
+                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()},
+                           "class_names": training_class_names(cfg)},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}
