@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jobs.train", "fine-tune or MAE pre-train a VideoMAE ViT with a token strategy (Ray Train)"),
     "eval": ("jobs.evaluate", "multi-view evaluation of a checkpoint"),
     "predict": ("jobs.predict", "classify videos (one by one, or a list with Ray Data), any strategy at inference"),
+    "export": ("jobs.export", "export a checkpoint: Hugging Face directory, torch.export or TorchScript program"),
     "sweep": ("jobs.sweep", "grid over frame rate x strategy x ratio x seed, nested MLflow runs"),
     "flops": ("jobs.flops", "encoder multiply-adds per view for a model / clip / keep ratio"),
     "visualize": ("jobs.visualize", "mask visualisation and motion heat map for one video"),
