@@ -215,7 +215,9 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
     split = Counter()
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        from pipeline.localray import init_local
+
+        init_local(num_cpus=os.cpu_count(), include_dashboard=False)  # loopback only
         started = True
     try:
         for _ in range(args.repeats):  # cases interleaved, so a noisy minute hits all of them

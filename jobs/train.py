@@ -32,12 +32,14 @@ def connect_ray() -> bool:
     local Ray, which the caller then shuts down; a Ray we did not start is left running."""
     import ray
 
+    from pipeline.localray import init_local
+
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
         return False
-    ray.init()
+    init_local()  # loopback only (pipeline/localray.py)
     return True
 
 

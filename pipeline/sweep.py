@@ -577,7 +577,9 @@ def run_sweep(
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(address=os.environ["RAY_ADDRESS"])
             else:
-                ray.init(num_cpus=num_cpus)
+                from pipeline.localray import init_local
+
+                init_local(num_cpus=num_cpus)  # loopback only
         width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
         log(f"running {len(configs)} trials, {width} at a time")
         raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
@@ -600,12 +602,9 @@ def run_sweep(
 def experiment_id(client: Any, name: str, uri: str) -> str:
     """The experiment's id, creating it if needed; in a local SQLite store its artifacts go
     to mlartifacts/ beside the database file, as the trainer's embedded default does."""
-    from pipeline.tracking import ensure_experiment
+    from pipeline.tracking import ensure_experiment, sqlite_artifacts
 
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return ensure_experiment(client, name, artifact_location=location,
+    return ensure_experiment(client, name, artifact_location=sqlite_artifacts(uri),
                              description=f"sweep {name}: runs compare frame rate x strategy x ratio x seed; "
                                          "each trial is a child of its sweep's parent run")
 

@@ -218,10 +218,8 @@ def ensure_experiment(client, name: str, *, artifact_location: str | None = None
 
 
 def _experiment_id(client, name: str, uri: str, cfg: Config) -> str:
-    artifacts = None
-    if uri.startswith("sqlite:///") and not cfg.tracking.tracking_uri:
-        artifacts = (run_folder(cfg) / "mlartifacts").as_uri()  # beside the embedded mlflow.db
-    return ensure_experiment(client, name, artifact_location=artifacts, description=experiment_description(cfg))
+    return ensure_experiment(client, name, artifact_location=sqlite_artifacts(uri),
+                             description=experiment_description(cfg))
 
 
 def run_description(cfg: Config, tau: float | None) -> str:
@@ -236,6 +234,16 @@ def run_description(cfg: Config, tau: float | None) -> str:
     fps = d.source_fps / d.sampling_rate
     return (f"{tokens} · {d.num_frames} frames x stride {d.sampling_rate} · {fps:.3g} fps "
             f"· ViT-{cfg.model.size} {cfg.optim.mode} on {d.dataset}")
+
+
+def sqlite_artifacts(uri: str) -> str | None:
+    """Artifact location of a new experiment in a SQLite store: `mlartifacts/` beside the
+    database file (the embedded default and an explicit `sqlite:///...` alike), not MLflow's
+    `./mlruns` of whatever folder the job was started from. None (MLflow's choice: the
+    server's artifact root) for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts").as_uri()
 
 
 def start_run(

@@ -133,9 +133,14 @@ def _ensure_ray() -> bool:
     Returns True when this call started Ray (and the caller must shut it down)."""
     import ray
 
+    from pipeline.localray import init_local
+
     if ray.is_initialized():
         return False
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        init_local()  # loopback only
     return True
 
 
