@@ -146,7 +146,8 @@ def test_bad_sweep_file_keys_and_options(tmp_path):
         load_sweep(write_sweep(tmp_path, base={"data": {"train_manifest": "t.txt"}}))
 
 
-@pytest.mark.parametrize("name, trials", [("sweep_synthetic_paper", 21), ("sweep_smoke", 2)])
+@pytest.mark.parametrize("name, trials", [("sweep_synthetic_paper", 21), ("sweep_smoke", 2), ("sweep_study_motion", 24),
+                                          ("sweep_study_hard", 24), ("sweep_study_smoke", 8)])
 def test_shipped_sweep_files_validate(name, trials):
     repo = Path(__file__).resolve().parent.parent
     spec = load_sweep(repo / "jobs" / "configs" / f"{name}.yaml")
@@ -162,6 +163,20 @@ def test_the_paper_sweep_holds_the_studys_settings():
     assert {t.cfg.optim.seed for t in spec.trials} == {0, 1, 2}
     # Same time span: frames x stride is 32 source frames for both frame rates.
     assert {t.cfg.data.num_frames * t.cfg.data.sampling_rate for t in spec.trials} == {32}
+
+
+@pytest.mark.parametrize("name", ["sweep_study_motion", "sweep_study_hard"])
+def test_the_study_sweeps_compare_the_key_differences_over_three_seeds(name):
+    from pipeline.sweep import comparison_pairs
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = load_sweep(repo / "jobs" / "configs" / f"{name}.yaml")
+    assert {t.cfg.optim.seed for t in spec.trials} == {0, 1, 2}
+    assert {t.cfg.masking.score_mode for t in spec.trials} == {"boundary", "compensated"}
+    assert ("16x2-mgtc_ratio-r0.5", "16x2-random-r0.5") in comparison_pairs(spec.options)
+    assert ("16x2-none", "8x4-none") in comparison_pairs(spec.options)
+    assert ("16x2-mgtc_ratio-r0.25", "16x2-none") in comparison_pairs(spec.options)
+    assert {t.cfg.data.test_clips for t in spec.trials} == {1}
 
 
 # ------------------------------------------------------------------------------ aggregation
