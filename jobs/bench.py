@@ -11,7 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
-BENCHMARKS = ("encoder", "precompute", "train")
+BENCHMARKS = ("encoder", "precompute", "train", "shards")
 
 
 def build_parser() -> argparse.ArgumentParser:

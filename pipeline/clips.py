@@ -34,7 +34,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from pipeline import shards, storage, video
+from pipeline import shard_rows, shards, storage, video
 from pipeline.vocab import SHARD_SCORE_MODES
 from pipeline.config import Config
 from pipeline.manifest import check_labels, read_manifest
@@ -302,7 +302,7 @@ class ClipMaker:
 
     Input columns: `path` (local path or s3:// URI), `label`, `video_id`, and where scores
     come from shards either `shard_file` (the part file holding the video's shard row; the
-    actor reads it, caching the last few parts) or the shard row's own columns (`cell` > 0,
+    actor reads that row alone, `shard_rows.RowReader`) or the shard row's own columns (`cell` > 0,
     `num_sampled`, `resized_height`, `resized_width`, `tubelet`, `cells_height`,
     `cells_width`, `pair_cells`, `boundary_cells`). A row with neither gets its scores
     computed on the decoded clip. Output columns: OUTPUT_COLUMNS (docs/INTERFACES.md); train gives
@@ -329,7 +329,7 @@ class ClipMaker:
             if self.spec.train and self.spec.rand_augment else None
         )
         self.failed = 0
-        self._parts = PartCache(self.spec.sampling_rate, whole_parts=not self.spec.train)
+        self._rows = shard_rows.RowReader(columns=SHARD_COLUMNS)
         # One CPU per actor (num_cpus=1): torch's intra-op pool would only oversubscribe it.
         torch.set_num_threads(1)
 
@@ -364,7 +364,8 @@ class ClipMaker:
         """Clips of one video row: [(view, pixels [T, S, S, 3] uint8, scores [T', S/p, S/p])]."""
         spec = self.spec
         if int(row.get("cell", 0) or 0) <= 0 and str(row.get("shard_file", "") or ""):
-            row = {**row, **self._parts.row(str(row["shard_file"]), str(row["path"]))}
+            found = self._rows.row(str(row["shard_file"]), str(row["path"]), spec.sampling_rate)
+            row = {**row, **{c: found[c] for c in SHARD_COLUMNS if c not in ("path", "sampling_rate")}}
         cells, cell = row_cells_or_none(row, spec)
 
         def checked(m: int) -> int:
@@ -390,45 +391,6 @@ class ClipMaker:
 
         frames, positions = read_frames(row["path"], spec.sampling_rate, spec.short_side, union, size)
         return eval_views(spec, frames, positions, views, cells, cell)
-
-
-class PartCache:
-    """Shard rows of one sampling rate, read from part files by the actor.
-
-    Eval rows arrive in manifest order, so an actor's next video is usually in a part it
-    just read: whole parts are read and the last `size` kept. Training rows arrive in random
-    order: each read asks only for the video's row (a path filter), which touches only its
-    own row group when the parts are written with small row groups (otherwise the whole
-    part is decoded and the rest dropped).
-    """
-
-    def __init__(self, rate: int, size: int = 4, whole_parts: bool = True):
-        self.rate, self.size, self.whole_parts = rate, size, whole_parts
-        self._tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
-
-    def _read(self, file: str, path: str) -> tuple[pa.Table, dict[str, int]]:
-        filters = [("sampling_rate", "=", self.rate)]
-        if not self.whole_parts:
-            return _indexed(storage.read_table(file, columns=list(SHARD_COLUMNS), filters=filters + [("path", "=", path)]))
-        if file not in self._tables:
-            self._tables[file] = _indexed(storage.read_table(file, columns=list(SHARD_COLUMNS), filters=filters))
-            while len(self._tables) > self.size:
-                self._tables.pop(next(iter(self._tables)))
-        return self._tables[file]
-
-    def row(self, file: str, path: str) -> dict[str, Any]:
-        """The shard columns of video `path` in part `file` (list columns as pyarrow list
-        scalars, which `shards.row_cells` reads without copying)."""
-        table, index = self._read(file, path)
-        if path not in index:
-            raise KeyError(f"no shard row for {storage.redact(path)} at rate {self.rate} in {storage.redact(file)}")
-        i = index[path]
-        return {c: (table.column(c)[i] if c in ("pair_cells", "boundary_cells") else table.column(c)[i].as_py())
-                for c in SHARD_COLUMNS if c not in ("path", "sampling_rate")}
-
-
-def _indexed(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    return table, {p: i for i, p in enumerate(table.column("path").to_pylist())}
 
 
 def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -628,7 +590,7 @@ def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset
     # One light row per block, made in the driver: the plan has no task outside the decode
     # actors. (Separate read / shuffle tasks need a worker process each; on a node whose
     # worker slots the actors and trainers hold, Ray starts them only after a ~60 s timeout,
-    # every epoch.) The actors read the cell maps themselves (`PartCache`).
+    # every epoch.) The actors read the cell maps themselves (`shard_rows.RowReader`).
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     if spec.train:
         # A full shuffle at no data movement (one row per block), new every execution (=

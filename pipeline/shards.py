@@ -4,6 +4,7 @@ Layout of a precompute output `<out>` (local folder or s3://bucket/prefix):
 
     <out>/_precompute.json          settings + manifest fingerprint (a rerun must match them)
     <out>/shards/part-00007.parquet one row per (video, sampling rate) of manifest part 7
+    <out>/rows/part-00007.arrow     the same rows, one IPC batch each (`pipeline.shard_rows`)
     <out>/errors/part-00007.parquet one row per failed video of part 7
     <out>/_parts/part-00007.json    commit marker of part 7: written last, atomically
     <out>/_SUCCESS                  summary, written when every part is committed

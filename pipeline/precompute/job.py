@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipeline import shards, storage
+from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow, check_labels, read_manifest
 from pipeline.precompute.config import ConfigError, PrecomputeConfig
 from pipeline.precompute.parts import (ForwardedEnv, PartWorker, _apply_endpoint, _commit_failed_part,
@@ -249,7 +249,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
     check_labels(rows, cfg.num_classes, manifest)
     parts = split_parts(rows, cfg.part_size)
     _check_or_write_meta(out, cfg, manifest, rows, endpoint)
-    for folder in (shards.SHARDS_DIR, shards.ERRORS_DIR, shards.PARTS_DIR, ""):
+    for folder in (shards.SHARDS_DIR, shard_rows.ROWS_DIR, shards.ERRORS_DIR, shards.PARTS_DIR, ""):
         storage.delete_hidden(storage.join(out, folder) if folder else out)
     markers = shards.read_markers(out, [p for p in shards.committed_parts(out) if p < len(parts)])
     todo = {p: rows_ for p, rows_ in enumerate(parts) if p not in markers or markers[p].get("retry")}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import shards, storage
+from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow
 from pipeline.precompute.config import PrecomputeConfig
 from pipeline.precompute.decoder import DecoderProcess
@@ -209,10 +209,10 @@ def part_marker(part: int, videos: int, errors: list[dict], *, rows: int = 0, fr
 
 def commit_part(out: str, part: int, table, errors, summary: dict, *, compression: str = "zstd",
                 endpoint: str | None = None) -> None:
-    """Write a part's shard and errors files, then its marker: the part exists for readers
-    only from the moment the marker does (each write is atomic on its own)."""
+    """Write a part's shard, row and errors files, then its marker: the part exists for
+    readers only from the moment the marker does (each write is atomic on its own)."""
     compression = None if compression == "none" else compression
-    storage.write_table_atomic(shards.shard_file(out, part), table, compression=compression, endpoint=endpoint)
+    shard_rows.write_shard_files(out, part, table, compression=compression or "none", endpoint=endpoint)
     storage.write_table_atomic(shards.error_file(out, part), errors, compression=compression, endpoint=endpoint)
     storage.write_json_atomic(shards.marker_file(out, part), summary, endpoint=endpoint)
 
