@@ -1,4 +1,4 @@
-"""`mgtc bench [encoder|precompute|train ...]`: run the benchmarks that write docs/BENCHMARKS.md.
+"""`mgtc bench [encoder|precompute|train|predict ...]`: run the benchmarks that write docs/BENCHMARKS.md.
 
 Each benchmark is its own module (`jobs/bench_<name>.py`) with `main(argv)`; arguments after
 the benchmark name are passed through. With no name, all of them run in turn.
@@ -11,12 +11,14 @@ import importlib
 import os
 from pathlib import Path
 
-BENCHMARKS = ("encoder", "precompute", "train", "shards")
+BENCHMARKS = ("encoder", "precompute", "train", "shards", "predict")
+# Run only by name (they need a trained checkpoint): writes docs/RESULTS.md, not BENCHMARKS.md.
+BY_NAME = ("training-free",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgtc bench", description=__doc__)
-    parser.add_argument("name", nargs="?", choices=BENCHMARKS, help="benchmark to run (default: all)")
+    parser.add_argument("name", nargs="?", choices=BENCHMARKS + BY_NAME, help="benchmark to run (default: all)")
     return parser
 
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     names = [args.name] if args.name else list(BENCHMARKS)
     for name in names:
-        module = importlib.import_module(f"jobs.bench_{name}")
+        module = importlib.import_module(f"jobs.bench_{name.replace('-', '_')}")
         code = int(module.main(rest if args.name else []) or 0)
         if code:
             return code

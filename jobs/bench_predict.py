@@ -1,0 +1,224 @@
+"""`mgtc bench predict`: batch-inference clips/s at 1.0 / 0.75 / 0.5 of the tokens kept.
+
+On Kinetics-400-size videos (10 s, 30 fps, 340x256 H.264, x264 defaults: the synthetic
+renderer's moving objects) and a ViT (small by default, random weights: speed does not
+depend on them), 16 frames x stride 4 at 224 px, one view per video. For each kept ratio,
+side by side in one run, in rounds:
+- model only: the model actor's work (token selection + encoder + head) on views decoded
+  beforehand, one thread (what one model actor gets), clips/s of CPU time;
+- decode only: the decode actor's work (`ClipMaker`: decode, crop, motion scores), clips/s
+  of CPU time (the same at every ratio: measured once);
+- end to end: `mgtc predict --manifest` (Ray Data: 1 decode actor -> 1 model actor, Parquet
+  parts), clips/s of wall time after Ray is up (actor start-up included).
+Ratios are paired within a round (this VM's speed drifts minute to minute). MGTC here is
+`mgtc_ratio` at masking ratio 1 - kept. Writes its section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KEPT = (1.0, 0.75, 0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgtc bench predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=12, help="videos per end-to-end run (default 12)")
+    parser.add_argument("--model-views", type=int, default=6, help="views timed per model-only case")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--model", default="small", help="model size (default small)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=340)
+    parser.add_argument("--work", default="", help="folder for videos and outputs (default: a temp dir)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/BENCHMARKS.md")
+    return parser
+
+
+def make_videos(folder: Path, args) -> list[str]:
+    """`args.videos` K400-size videos (3 distinct renders, copied), generated once."""
+    import numpy as np
+
+    from pipeline.synth import CLASSES, render_video, write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = int(args.seconds * args.fps)
+    unique = []
+    for i in range(3):
+        path = folder / f"u{i}.mp4"
+        if not path.exists():
+            side = max(args.height, args.width)
+            video = render_video(i % len(CLASSES), np.random.default_rng(i), size=side, frames=frames)
+            write_video(path, np.ascontiguousarray(video[:, :args.height, :args.width]), args.fps)
+        unique.append(path)
+    paths = []
+    for k in range(args.videos):
+        path = folder / f"v{k:04d}.mp4"
+        if not path.exists():
+            shutil.copyfile(unique[k % 3], path)
+        paths.append(str(path))
+    return paths
+
+
+def make_checkpoint(folder: Path, size: str) -> Path:
+    """A random-weight training checkpoint of the benchmark's model (400 classes)."""
+    import torch
+
+    from pipeline.config import load_config, to_dict
+    from pipeline.evaluate import STATE_FILE, make_model
+
+    cfg = load_config(None, [f"model.size={size}", "data.train_manifest=x", "data.num_classes=400",
+                             "data.num_frames=16", "data.sampling_rate=4", "data.input_size=224",
+                             "data.short_side=256", "data.test_clips=1", "data.test_crops=1",
+                             "masking.strategy=none", "optim.batch_size=1"])
+    d = folder / "ckpt" / "epoch_0000"
+    d.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save({"model": make_model(cfg).state_dict(), "optimizer": {}, "config": to_dict(cfg)}, d / STATE_FILE)
+    return d
+
+
+def cpu_s() -> float:
+    return time.process_time()
+
+
+def decode_only(loaded, paths: list[str]) -> tuple[float, list]:
+    """(clips/s of CPU time, the views) of the decode actor's work on `paths`."""
+    import torch
+
+    from pipeline.predict.core import view_maker
+
+    torch.set_num_threads(1)
+    maker = view_maker(loaded)
+    torch.set_num_threads(1)
+    t0 = cpu_s()
+    views = [v for i, p in enumerate(paths) for v in maker.make({"path": p, "label": 0, "video_id": i})]
+    return len(views) / (cpu_s() - t0), views
+
+
+def model_only(loaded, views: list, kept: float) -> float:
+    """clips/s of CPU time of the model actor's work at `kept`, one view per call."""
+    import dataclasses
+
+    import numpy as np
+
+    from pipeline.predict.core import Predictor
+    from pipeline.predict.loading import inference_masking, with_masking
+
+    masking = inference_masking("none" if kept == 1.0 else "mgtc_ratio", 1.0 - kept, None)
+    loaded = dataclasses.replace(loaded, cfg=with_masking(loaded.cfg, masking))
+    predictor = Predictor(loaded)
+
+    def one(i: int, view) -> None:
+        _, pixels, scores = view
+        predictor({"pixels": pixels[None], "scores": scores[None].astype(np.float32),
+                   "video_id": np.array([i]), "view": np.array([0])})
+
+    one(0, views[0])  # warm-up (allocator, kernels)
+    t0 = cpu_s()
+    for i, view in enumerate(views):
+        one(i, view)
+    return len(views) / (cpu_s() - t0)
+
+
+def end_to_end(ckpt: Path, listing: Path, out: Path, kept: float) -> float:
+    """clips/s (wall, after Ray is up) of `mgtc predict --manifest` at `kept`."""
+    from pipeline.predict.batch import BatchSettings, run_batch
+    from pipeline.predict.loading import inference_masking
+
+    masking = inference_masking("none" if kept == 1.0 else "mgtc_ratio", round(1.0 - kept, 4), None)
+    settings = BatchSettings(checkpoint=str(ckpt), masking=masking, top_k=5, batch_size=1, part_size=4,
+                             decode_actors=1, model_actors=1, track=False)
+    summary = run_batch(str(listing), str(out), settings, log=lambda _: None)
+    return summary["clips_per_s"]
+
+
+def measure(args) -> tuple[list[tuple], dict]:
+    import ray
+    import torch
+
+    from pipeline.predict.loading import load_for_inference
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    paths = make_videos(work / "videos", args)
+    listing = work / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths))
+    ckpt = make_checkpoint(work, args.model)
+    torch.set_num_threads(1)
+    loaded = load_for_inference(str(ckpt), device="cpu")
+    decode_rate, views = decode_only(loaded, paths[: args.model_views])
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    rates: dict[float, dict[str, list[float]]] = {k: {"model": [], "e2e": []} for k in KEPT}
+    try:
+        for r in range(args.rounds):
+            for kept in KEPT:
+                rates[kept]["model"].append(model_only(loaded, views, kept))
+                out = work / f"out_r{r}_{kept}"
+                shutil.rmtree(out, ignore_errors=True)
+                rates[kept]["e2e"].append(end_to_end(ckpt, listing, out, kept))
+    finally:
+        ray.shutdown()
+    base = {k: statistics.median(v) for k, v in rates[1.0].items()}
+    rows = []
+    for kept in KEPT:
+        m, e = statistics.median(rates[kept]["model"]), statistics.median(rates[kept]["e2e"])
+        pairs_m = [a / b for a, b in zip(rates[kept]["model"], rates[1.0]["model"])]
+        pairs_e = [a / b for a, b in zip(rates[kept]["e2e"], rates[1.0]["e2e"])]
+        rows.append((kept, m, statistics.median(pairs_m), decode_rate, e, statistics.median(pairs_e),
+                     min(m, decode_rate)))
+    info = {"videos": len(paths), "model": args.model, "base": base, "decode": decode_rate}
+    return rows, info
+
+
+def table(rows: list[tuple]) -> str:
+    head = ("kept tokens", "model-only clips/s (CPU)", "model speedup", "decode-only clips/s (CPU)",
+            "end-to-end clips/s (wall)", "end-to-end speedup", "bound: min(model, decode)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kept, m, sm, d, e, se, bound in rows:
+        lines.append(f"| {kept:.2f} | {m:.3f} | {sm:.2f}x | {d:.2f} | {e:.3f} | {se:.2f}x | {bound:.3f} |")
+    return "\n".join(lines)
+
+
+def section_text(body: str, info: dict, args, argv: list[str]) -> str:
+    from jobs.bench_precompute import cpu_model
+
+    return (
+        "## Batch inference (`mgtc bench predict`)\n\n"
+        f"ViT-{info['model'][0].upper()} ({info['model']}), 16 frames x stride 4 at 224 px, one view per video, "
+        f"random weights; {info['videos']} videos of {args.seconds:g} s at {args.fps} fps, "
+        f"{args.width}x{args.height} H.264 (x264 defaults), `mgtc_ratio` at masking ratio 1 - kept. "
+        f"{args.rounds} round(s), ratios paired within a round. Machine: {cpu_model()}, "
+        f"{os.cpu_count()} vCPU shared with other jobs; {time.strftime('%Y-%m-%d')}. "
+        f"Command: `mgtc bench predict {' '.join(argv)}`.\n\n"
+        f"{body}\n\n"
+        "Model-only and decode-only are the two actors' work measured in this process (CPU time, one "
+        "thread each, as each actor gets one CPU); end to end is the Ray Data job (1 decode actor -> "
+        "1 model actor, Parquet parts), wall clips/s after Ray is up.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    rows, info = measure(args)
+    text = table(rows)
+    print(text)
+    if not args.no_write:
+        from jobs.bench import write_section
+
+        write_section(REPO / "docs" / "BENCHMARKS.md", section_text(text, info, args, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
