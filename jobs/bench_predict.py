@@ -157,7 +157,9 @@ def measure(args) -> tuple[list[tuple], dict]:
     torch.set_num_threads(1)
     loaded = load_for_inference(str(ckpt), device="cpu")
     decode_rate, views = decode_only(loaded, paths[: args.model_views])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    from pipeline.localray import init_local
+
+    init_local(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     rates: dict[float, dict[str, list[float]]] = {k: {"model": [], "e2e": []} for k in KEPT}
     try:
         for r in range(args.rounds):

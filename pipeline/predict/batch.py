@@ -455,13 +455,18 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _ensure_ray() -> bool:
-    """Connect to RAY_ADDRESS (ray job submit) or start a local Ray (127.0.0.1); True when
-    this call started it."""
+    """Connect to RAY_ADDRESS (ray job submit) or start a local Ray bound to 127.0.0.1
+    (`pipeline.localray`); True when this call started it."""
     import ray
+
+    from pipeline.localray import init_local
 
     if ray.is_initialized():
         return False
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        init_local()
     return True
 
 
