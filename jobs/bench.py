@@ -1,4 +1,4 @@
-"""`mgtc bench [encoder|precompute|train|predict ...]`: run the benchmarks that write docs/BENCHMARKS.md.
+"""`mgtc bench [encoder|precompute|train|shards|predict ...]`: run the benchmarks that write docs/BENCHMARKS.md.
 
 Each benchmark is its own module (`jobs/bench_<name>.py`) with `main(argv)`; arguments after
 the benchmark name are passed through. With no name, all of them run in turn.
