@@ -362,3 +362,17 @@ def test_clip_dataset_through_ray(ray_local, tmp_path):
     assert [r["view"] for r in rows] == list(range(6)) * 8
     assert [r["video_id"] for r in rows] == [v for v in range(8) for _ in range(6)]
     assert all(np.isinf(r["scores"][0]).all() and np.isfinite(r["scores"][1:]).all() for r in rows)
+
+
+def test_seed_alone_decides_the_training_clips(videos):
+    """optim.seed drives the decode actors' draws (no OS entropy): two actors made with the
+    same seed give the same clips; another seed gives others (issue 13, item 12)."""
+    cfg = make_cfg(num_frames=8, sampling_rate=2, input_size=48, short_side=64,
+                   rand_augment="rand-m7-n4-mstd0.5-inc1")
+    row = plain_row(shard_row(videos["orbit"], 2, 64))
+    first, second = clips.ClipMaker(cfg, "train", seed=3), clips.ClipMaker(cfg, "train", seed=3)
+    other = clips.ClipMaker(cfg, "train", seed=4)
+    for _ in range(3):
+        a, b, c = (m(as_batch([row]))["pixels"] for m in (first, second, other))
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, c)
