@@ -185,3 +185,38 @@ def test_convert_hmdb51_kinetics_and_ssv2(tmp_path):
     test.write_text('[{"id": "1420"}]')
     with pytest.raises(splits.SplitError, match="has no template: the test JSON has no labels"):
         splits.ssv2(test, labels, "/s")
+
+
+def test_fuzzed_manifest_lines_each_end_in_one_row_with_a_reason():
+    """Random bytes, unicode and labels (seeded, bounded) in list files: every non-blank,
+    non-comment line becomes exactly one row, usable (absolute path, label >= 0) or with a
+    reason (SHARDS.md: "every manifest line ends in exactly one of the two tables")."""
+    import random
+
+    rng = random.Random(13)
+    alphabet = ["a", "é", "名", " ", "\t", "#", "/", ".", "\\", "'", "\x00", "\x07", "@", ":", "s3://", "../"]
+    for _ in range(300):
+        lines = []
+        for _ in range(rng.randint(1, 12)):
+            kind = rng.random()
+            if kind < 0.3:
+                path = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+            elif kind < 0.6:
+                path = rng.randbytes(rng.randint(1, 10)).decode("utf-8", "surrogateescape").replace(",", ";")
+            else:
+                path = f"v{rng.randint(0, 50)}.mp4"
+            label = rng.choice([str(rng.randint(-3, 120)), "x", "1.0", "", "٣", " 7 "])
+            lines.append(f"{path} {label}")
+        text = "\n".join(lines)
+        kept = [i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+        if not kept:
+            with pytest.raises(ManifestError, match="no lines"):
+                parse_manifest(text, "/d")
+            continue
+        rows = parse_manifest(text, "/d")
+        assert [r.line for r in rows] == kept, text
+        for r in rows:
+            if r.error:
+                assert r.error.split(":")[0] in ("bad line", "bad label", "bad path", "duplicate"), r
+            else:
+                assert r.label is not None and r.label >= 0 and r.path.startswith(("/", "s3://")), r
