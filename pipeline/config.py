@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.vocab import SCORE_MODES, SCORE_STRATEGIES, STRATEGIES
+from pipeline.vocab import SCORE_MODES, SCORE_STRATEGIES, SHARD_SCORE_MODES, STRATEGIES
 
 MODEL_SIZES = ("tiny", "small", "base", "large")
 MODES = ("finetune", "pretrain")
@@ -366,6 +366,9 @@ def validate(cfg: Config) -> None:
     if k.strategy in SCORE_STRATEGIES or k.calibrated:
         _check(e, bool(d.shards), f"data.shards: masking.strategy={k.strategy!r} needs motion-score shards")
     _check(e, k.score_mode in SCORE_MODES, f"masking.score_mode={k.score_mode!r}: allowed: {', '.join(SCORE_MODES)}")
+    _check(e, not (k.calibrated and k.score_mode not in SHARD_SCORE_MODES),
+           f"masking.calibrated: calibration reads shard maps, which score_mode={k.score_mode!r} has none of; "
+           "give masking.tau instead")
     _check(e, k.pretrain_mask in PRETRAIN_MASKS,
            f"masking.pretrain_mask={k.pretrain_mask!r}: allowed: {', '.join(PRETRAIN_MASKS)}")
     _check(e, 0 < k.pretrain_ratio < 1, f"masking.pretrain_ratio={k.pretrain_ratio}: must be in (0, 1)")

@@ -103,3 +103,13 @@ def test_mode_is_numpy_and_clip_only():
     with pytest.raises(ValueError, match="boundary, consecutive"):
         motion.token_scores_from_cells(np.zeros((3, 2, 2)), np.zeros((1, 2, 2)), np.arange(4), (0, 0, 32, 32),
                                        (2, 2), 16, mode="compensated")
+
+
+def test_a_calibrated_threshold_on_compensated_scores_is_refused_before_anything_runs():
+    from pipeline.config import Config, ConfigError, replace
+
+    with pytest.raises(ConfigError, match="score_mode='compensated' has none"):
+        replace(Config(), ["data.num_classes=4", "data.shards=s", "masking.strategy=mgtc_threshold", "masking.calibrated=true",
+                           "masking.score_mode=compensated"])
+    cfg = replace(Config(), ["data.num_classes=4", "data.shards=s", "masking.strategy=mgtc_ratio", "masking.score_mode=compensated"])
+    assert cfg.masking.score_mode == "compensated"
