@@ -442,8 +442,10 @@ def to_model_inputs(
     """
     pixels = torch.as_tensor(batch["pixels"]).to(device, non_blocking=True)
     x = pixels.permute(0, 4, 1, 2, 3).contiguous().float()  # [B, 3, T, S, S]
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(1, 3, 1, 1, 1) * 255
-    std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(1, 3, 1, 1, 1) * 255
+    # Built on the host and copied non_blocking: torch.tensor(..., device="cuda") is a
+    # blocking copy, which waits for the GPU to finish the previous step.
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
     x = x.sub_(mean).div_(std)
     scores = torch.as_tensor(batch["scores"]).to(device, non_blocking=True).float()
     labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long()

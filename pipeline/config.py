@@ -71,6 +71,8 @@ class ModelConfig:
     drop_path: float = 0.1
     fc_drop: float = 0.0
     fused_attn: bool = True
+    # torch.compile of every transformer block, on CUDA only (pipeline/device.py).
+    compile: bool = True
     # The classifier head starts at this scale of its initial weights: VideoMAE's 0.001 suits
     # fine-tuning a pre-trained encoder; from scratch use 1.0, or the encoder gets almost no
     # gradient for the first few hundred steps (docs/SYNTHETIC.md, learnability).
@@ -103,6 +105,7 @@ class OptimConfig:
     clip_grad: float = 0.0  # 0 = off
     seed: int = 0
     val_every: int = 1  # validate every N epochs and after the last one
+    fused: bool = True  # AdamW's fused kernel, on CUDA only
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,10 @@ class ScalingConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    precision: str = "fp32"  # bf16 autocast on GPU
+    # GPU execution (pipeline/device.py); each is a no-op on CPU.
+    precision: str = "bf16"  # bf16 autocast on CUDA (loss in fp32); fp32 on CPU either way
+    tf32: bool = True  # fp32 matmuls may use TF32 on CUDA
+    pin_memory: bool = True  # pinned host batches, non_blocking copies to the GPU
     storage_path: str = "runs/ray"  # Ray Train storage: local folder or s3://
     name: str = ""  # run name; "" = derived from config + time. Same name = resume.
     max_failures: int = 2
@@ -402,8 +408,6 @@ def validate(cfg: Config) -> None:
     _check(e, s.num_workers >= 1, f"scaling.num_workers={s.num_workers}: must be >= 1")
     _check(e, s.cpus_per_worker > 0, f"scaling.cpus_per_worker={s.cpus_per_worker}: must be > 0")
     _check(e, s.precision in PRECISIONS, f"scaling.precision={s.precision!r}: allowed: {', '.join(PRECISIONS)}")
-    _check(e, s.precision == "fp32" or s.use_gpu,
-           f"scaling.precision={s.precision!r}: bf16 autocast needs scaling.use_gpu=true")
     _check(e, s.max_failures >= 0, f"scaling.max_failures={s.max_failures}: must be >= 0")
     _check(e, bool(s.storage_path), "scaling.storage_path: must be set (local folder or s3://)")
     for name in ("data.train_manifest", "data.val_manifest", "data.test_manifest", "data.shards",

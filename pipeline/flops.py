@@ -91,6 +91,21 @@ def gmacs_per_view(kept_counts: Sequence[int] | Tensor, shape: EncoderShape) -> 
     return sum(encoder_macs(int(n), shape) for n in counts) / len(counts) / 1e9
 
 
+def mean_gmacs(clips: float, sum_n: float, sum_n2: float, shape: EncoderShape) -> float:
+    """`gmacs_per_view` from sums over clips of the encoded token count n and of n^2.
+
+    encoder_macs(n) is a quadratic in n, so those two sums are all its mean needs: a training
+    loop accumulates them on the device instead of reading every clip's count to the host.
+    0.0 for no clips.
+    """
+    if clips <= 0:
+        return 0.0
+    d, hidden = shape.dim, int(shape.dim * shape.mlp_ratio)
+    linear = shape.depth * (4 * d * d + 2 * d * hidden)  # per token
+    quadratic = shape.depth * 2 * d  # per token pair
+    return ((linear * sum_n + quadratic * sum_n2) / clips + patch_embed_macs(shape)) / 1e9
+
+
 def _sdpa_flops(query_shape, key_shape, value_shape, *_, **__) -> int:
     """FLOPs of one SDPA call from its q / k / v shapes (torch's own GPU formula)."""
     return sdpa_flop_count(query_shape, key_shape, value_shape)

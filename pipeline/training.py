@@ -59,6 +59,7 @@ from torch import nn
 from pipeline import storage
 from pipeline.clips import clip_dataset, num_clips, to_model_inputs
 from pipeline.config import Config, from_dict, redacted, to_dict
+from pipeline.device import configure_matmul, fused_optimizer, maybe_compile, pin_batches
 from pipeline.evaluate import (
     STATE_FILE,
     VideoScores,
@@ -69,7 +70,7 @@ from pipeline.evaluate import (
     resolve_tau,
     select_eval,
 )
-from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
+from pipeline.flops import EncoderShape, encoder_shape, mean_gmacs
 from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
 from pipeline.tracking import (
     RunLogger,
@@ -160,15 +161,17 @@ def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int)
     return recipe
 
 
-def make_optimizer(cfg: Config, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: Config, model: nn.Module, world_size: int, device: torch.device | str = "cpu"
+) -> torch.optim.Optimizer:
     """AdamW via timm: lr scaled by total batch (in videos: `tracking.lr_batch`) / 256, no weight decay on 1-D params and
     `model.no_weight_decay()`, layer-wise lr decay from `model.group_matcher()` (fine-tuning
-    only, as VideoMAE; pre-training uses none)."""
+    only, as VideoMAE; pre-training uses none). On CUDA with `optim.fused`, the fused kernel."""
     o = cfg.optim
     layer_decay = o.layer_decay if o.mode == "finetune" and o.layer_decay < 1 else None
     return create_optimizer_v2(
         model, "adamw", lr=scaled_lr(o.lr, lr_batch(cfg, world_size)), weight_decay=o.weight_decay,
-        layer_decay=layer_decay, betas=tuple(o.betas),
+        layer_decay=layer_decay, betas=tuple(o.betas), **fused_optimizer(cfg, device),
     )
 
 
@@ -202,16 +205,10 @@ def select_train(recipe: Recipe, scores: torch.Tensor) -> Selection:
     return to_device(sel, recipe.device)
 
 
-def token_counts(sel: Selection) -> list[int]:
-    """Real kept tokens per clip; no device sync when every row is full."""
-    if sel.keep_mask is None:
-        return [sel.ids_keep.shape[1]] * sel.ids_keep.shape[0]
-    return sel.keep_mask.sum(1).tolist()
-
-
 def to_device(sel: Selection, device: torch.device) -> Selection:
-    mask = None if sel.keep_mask is None else sel.keep_mask.to(device)
-    return Selection(sel.ids_keep.to(device), mask)
+    """Non-blocking: a blocking host-to-device copy waits for the GPU to drain its queue."""
+    mask = None if sel.keep_mask is None else sel.keep_mask.to(device, non_blocking=True)
+    return Selection(sel.ids_keep.to(device, non_blocking=True), mask)
 
 
 def pretrain_visible(
@@ -230,21 +227,23 @@ def pretrain_visible(
     masked = int(ratio * k)
     if not 0 < masked < k:
         raise ValueError(f"masking.pretrain_ratio={ratio} masks {masked} of {k} kept tokens; need 1..{k - 1}")
+    # The noise comes from the (CPU, checkpointed) generator and goes to the ids' device:
+    # reading ids_keep back instead would be a device -> host sync per step.
     if mode == "tube":
         noise = torch.rand(b, h * w, generator=generator).repeat(1, t)  # [B, N]
     else:
         noise = torch.rand(b, t * h * w, generator=generator)
-    ids = ids_keep.cpu()
-    order = torch.sort(noise.gather(1, ids), dim=1, stable=True).indices[:, : k - masked]
-    return ids.gather(1, order).sort(dim=1).values.to(ids_keep.device)
+    noise = noise.to(ids_keep.device, non_blocking=True)
+    order = torch.sort(noise.gather(1, ids_keep), dim=1, stable=True).indices[:, : k - masked]
+    return ids_keep.gather(1, order).sort(dim=1).values
 
 
 def finetune_loss(
     model: nn.Module, recipe: Recipe, x: torch.Tensor, sel: Selection, labels: torch.Tensor
-) -> tuple[torch.Tensor, list[int]]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Erasing + mixup (after selection), forward, loss. x: [B, 3, T, H, W] normalised.
 
-    Returns (loss, tokens the encoder ran per clip [B])."""
+    Returns (loss, fp32 0-d; tokens the encoder ran per clip [B], on the device)."""
     b, c, t, h, w = x.shape
     # [B, 3*T, H, W]: timm treats channels x frames as one axis, so an erasing box and a
     # cutmix box are spatial and the same on every frame.
@@ -256,41 +255,48 @@ def finetune_loss(
         frames, target = recipe.mixup(frames, labels)
     with autocast(recipe.cfg, recipe.device):
         logits = model(frames.view(b, c, t, h, w), sel.ids_keep, sel.keep_mask)
-    return recipe.criterion(logits.float(), target), token_counts(sel)
+    return recipe.criterion(logits.float(), target), sel.lengths
 
 
 def pretrain_loss(
     model: nn.Module, recipe: Recipe, x: torch.Tensor, sel: Selection, labels: torch.Tensor
-) -> tuple[torch.Tensor, list[int]]:
-    """MAE loss on the kept-but-masked tokens; returns (loss, visible tokens per clip [B])."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MAE loss on the kept-but-masked tokens; returns (loss, fp32 0-d; visible tokens per
+    clip [B], on the device)."""
     k = recipe.cfg.masking
     visible = pretrain_visible(sel.ids_keep, recipe.grid, k.pretrain_ratio, k.pretrain_mask, recipe.generator)
     with autocast(recipe.cfg, recipe.device):
         loss, _, _ = model(x, visible, sel.ids_keep)
-    return loss.float(), [visible.shape[1]] * x.shape[0]
+    return loss.float(), torch.full((x.shape[0],), visible.shape[1], device=x.device)
 
 
 # ------------------------------------------------------------------------- epochs
 
 
 class EpochCounters:
-    """Sums over an epoch's batches, reduced over ranks at the end.
+    """Sums over an epoch's batches, kept on the device (no host sync per step) and reduced
+    over ranks at the end.
 
-    The loss stays on the device (no host sync per step); token counts are host-side ints.
+    A clip of n encoded tokens costs a + b*n + c*n^2 multiply-adds, so the sums of n and n^2
+    give the mean GFLOPs/view exactly (`flops.mean_gmacs`) without reading counts per step.
     """
 
     def __init__(self, recipe: Recipe) -> None:
         self.shape = recipe.shape
         self.device = recipe.device
-        self.loss = torch.zeros((), dtype=torch.float64, device=recipe.device)
-        self.host = np.zeros(3)  # clips, kept tokens, encoder GMACs
+        self.clips = 0
+        # sum over clips of: loss, kept tokens, encoded tokens, encoded tokens squared
+        self.sums = torch.zeros(4, dtype=torch.float64, device=recipe.device)
         self.start = time.perf_counter()
         self.cpu_start = time.process_time()
 
-    def add(self, loss: torch.Tensor, kept: list[int], encoded: list[int]) -> None:
-        """loss: mean over the batch (0-d); kept / encoded: tokens per clip, selected / run."""
-        self.loss += loss.detach().double() * len(kept)
-        self.host += (len(kept), sum(kept), gmacs_per_view(encoded, self.shape) * len(kept) if kept else 0.0)
+    def add(self, loss: torch.Tensor, kept: torch.Tensor, encoded: torch.Tensor) -> None:
+        """loss: mean over the batch (0-d); kept / encoded: [B] tokens per clip, selected / run
+        by the encoder (on the device)."""
+        b = kept.shape[0]
+        enc = encoded.double()
+        self.clips += b
+        self.sums += torch.stack([loss.detach().double() * b, kept.double().sum(), enc.sum(), enc.square().sum()])
 
     def reduce(self) -> dict[str, float]:
         """Totals over all ranks: loss (mean per clip), kept_ratio, gflops_per_view,
@@ -299,15 +305,16 @@ class EpochCounters:
         clips / seconds)."""
         seconds = time.perf_counter() - self.start
         cpu_seconds = time.process_time() - self.cpu_start
-        totals = torch.cat([self.loss.view(1), torch.from_numpy(self.host).to(self.device)])
+        clips = torch.tensor([float(self.clips)], dtype=torch.float64).to(self.device)
+        totals = torch.cat([clips, self.sums])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
-        loss, clips, kept, gmacs = totals.tolist()
+        clips, loss, kept, encoded, encoded_sq = totals.tolist()
         n = max(clips, 1.0)
         return {
             "loss": loss / n,
             "kept_ratio": kept / n / self.shape.num_tokens,
-            "gflops_per_view": gmacs / n,
+            "gflops_per_view": mean_gmacs(clips, encoded, encoded_sq, self.shape),
             "clips": clips,
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
@@ -332,7 +339,9 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     sample = None
     ctx = ray.train.get_context()
     waited, ready = 0.0, time.perf_counter()
-    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2):
+    pin = pin_batches(cfg, recipe.device)
+    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2,
+                                          pin_memory=pin):
         waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
         scheduler.step_update(progress.step)
         x, scores, labels = to_model_inputs(batch, recipe.device)
@@ -346,8 +355,8 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
         recipe.scaler.step(optimizer)
         recipe.scaler.update()
         progress.step += 1
-        counters.add(loss, token_counts(sel), encoded)
-        if sample is None:
+        counters.add(loss, sel.lengths, encoded)
+        if sample is None:  # once per epoch: a device -> host copy of one clip
             sample = mask_sample(batch["pixels"], sel, recipe)
         crash_once_for_tests(progress.epoch + 1, ctx.get_world_rank(), ctx.get_world_size())
         ready = time.perf_counter()
@@ -385,7 +394,8 @@ def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
     videos = VideoScores(cfg.data.num_classes)
     generator = torch.Generator().manual_seed(cfg.optim.seed)  # the same MAE masks every epoch
     counters = EpochCounters(recipe)
-    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, prefetch_batches=2):
+    pin = pin_batches(cfg, recipe.device)
+    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, prefetch_batches=2, pin_memory=pin):
         x, scores, labels = to_model_inputs(batch, recipe.device)
         sel = to_device(select_eval(cfg, scores, batch["video_id"], batch["view"], recipe.tau), recipe.device)
         if pretrain:
@@ -393,14 +403,14 @@ def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
             visible = pretrain_visible(sel.ids_keep, recipe.grid, k.pretrain_ratio, k.pretrain_mask, generator)
             with autocast(cfg, recipe.device):
                 loss = model(x, visible, sel.ids_keep)[0].float()
-            encoded = [visible.shape[1]] * x.shape[0]
+            encoded = torch.full((x.shape[0],), visible.shape[1], device=x.device)
         else:
             with autocast(cfg, recipe.device):
                 logits = model(x, sel.ids_keep, sel.keep_mask).float()
             loss = F.cross_entropy(logits, labels)
             videos.add(batch["video_id"].cpu().numpy(), logits.softmax(-1).cpu().numpy(), labels.cpu().numpy())
-            encoded = token_counts(sel)
-        counters.add(loss, token_counts(sel), encoded)
+            encoded = sel.lengths
+        counters.add(loss, sel.lengths, encoded)
     totals = counters.reduce()
     metrics = {
         "val_loss": totals["loss"],
@@ -539,7 +549,12 @@ def train_loop_per_worker(config: dict) -> None:
     recipe = make_recipe(cfg, config["tau"], ray.train.torch.get_device(), rank)
     recipe.class_names = config.get("class_names")
     flush_denormals(recipe.device)
-    optimizer = make_optimizer(cfg, model, world)
+    configure_matmul(cfg, recipe.device)
+    # On the device before the optimizer exists: fused AdamW and a restored optimizer state
+    # must live where the parameters do.
+    model.to(recipe.device)
+    maybe_compile(cfg, model, recipe.device)
+    optimizer = make_optimizer(cfg, model, world, recipe.device)
     scheduler = make_scheduler(cfg, optimizer, config["steps_per_epoch"], world)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and cfg.model.checkpoint:

@@ -33,12 +33,12 @@ def test_every_bad_field_is_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, GOOD), [
             "masking.ratio=1.5", "masking.strategy=best", "model.size=huge",
-            "data.num_frames=7", "optim.epochs=0", "scaling.precision=bf16",
+            "data.num_frames=7", "optim.epochs=0", "scaling.precision=fp16",
         ])
     msg = str(err.value)
     for needle in ("masking.ratio=1.5", "masking.strategy='best': allowed: none, random",
                    "model.size='huge': allowed: tiny, small, base, large", "data.num_frames=7",
-                   "optim.epochs=0", "bf16 autocast needs scaling.use_gpu=true"):
+                   "optim.epochs=0", "scaling.precision='fp16': allowed: fp32, bf16"):
         assert needle in msg
 
 

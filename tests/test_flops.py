@@ -140,3 +140,14 @@ def test_benchmark_clips_keep_different_token_counts_per_clip():
     selection = select_tokens("mgtc_threshold", scores=token_scores_torch(pixels), tau=0.05)
     lengths = selection.lengths.tolist()
     assert lengths == sorted(lengths) and len(set(lengths)) == 4
+
+
+def test_mean_gmacs_from_sums_equals_the_mean_over_clips():
+    from pipeline.flops import mean_gmacs
+
+    shape = encoder_shape("base", num_frames=16)
+    counts = [1568, 700, 1200, 31]
+    expected = gmacs_per_view(counts, shape)
+    got = mean_gmacs(len(counts), sum(counts), sum(n * n for n in counts), shape)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert mean_gmacs(0, 0, 0, shape) == 0.0
