@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/mgtc bench
+
+# On a GPU machine: the GPU path's checks and speeds (<= 8 min on one H100/H200), table into docs/BENCHMARKS.md.
+gpu-check: $(STAMP)
+	$(BIN)/mgtc bench gpu
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,7 +1,9 @@
-"""`mgtc bench [encoder|precompute|train|shards|predict ...]`: run the benchmarks that write docs/BENCHMARKS.md.
+"""`mgtc bench [encoder|precompute|train|shards|predict|gpu ...]`: run the benchmarks that write docs/BENCHMARKS.md.
 
 Each benchmark is its own module (`jobs/bench_<name>.py`) with `main(argv)`; arguments after
-the benchmark name are passed through. With no name, all of them run in turn.
+the benchmark name are passed through. With no name, the CPU benchmarks run in turn;
+`training-free` (needs a checkpoint) and `gpu` (needs CUDA, or `--dry-run`; `make gpu-check`)
+run only when named.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import os
 from pathlib import Path
 
 BENCHMARKS = ("encoder", "precompute", "train", "shards", "predict")
-# Run only by name (they need a trained checkpoint): writes docs/RESULTS.md, not BENCHMARKS.md.
-BY_NAME = ("training-free",)
+# Run only by name: training-free needs a trained checkpoint (writes docs/RESULTS.md, not
+# BENCHMARKS.md); gpu needs a CUDA device (or --dry-run).
+BY_NAME = ("training-free", "gpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
