@@ -416,8 +416,10 @@ def check_ray(plan: Plan) -> list[Row]:
         f"scaling.use_gpu={str(plan.cuda).lower()}",
     ])
     started_here = not ray.is_initialized()
-    if started_here:  # local, on 127.0.0.1: the train controller and one worker
-        ray.init(num_cpus=2 if not plan.cuda else 4, num_gpus=1 if plan.cuda else 0)
+    if started_here:  # local, loopback only: the train controller and one worker
+        from pipeline.localray import init_local
+
+        init_local(num_cpus=2 if not plan.cuda else 4, num_gpus=1 if plan.cuda else 0)
     backend = "nccl" if plan.cuda else "gloo"
     start = time.perf_counter()
     try:
