@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pipeline import shard_rows, shards, storage, video
 from pipeline.vocab import SHARD_SCORE_MODES
-from pipeline.config import Config
+from pipeline.config import Config, augment_side
 from pipeline.manifest import check_labels, read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
 
@@ -80,6 +80,7 @@ class ClipSpec:
     hflip: bool = True
     rand_augment: str = ""
     num_sample: int = 1  # train: clips per decoded window (repeated augmentation)
+    decoder: str = "decord"  # data.decoder
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -93,7 +94,8 @@ class ClipSpec:
 
 
 def clip_spec(cfg: Config, split: str) -> ClipSpec:
-    """The ClipSpec of a split: train augments; val/test use data.{val,test}_{clips,crops}."""
+    """The ClipSpec of a split: train augments; val/test use data.{val,test}_{clips,crops}.
+    RandAugment is the actors' only where `augment_side(cfg)` is "actor"."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: allowed: {', '.join(SPLITS)}")
     d = cfg.data
@@ -103,8 +105,9 @@ def clip_spec(cfg: Config, split: str) -> ClipSpec:
         train=split == "train", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
         input_size=d.input_size, short_side=d.short_side, patch=cfg.model.patch,
         tubelet=cfg.model.tubelet, score_mode=cfg.masking.score_mode, clips=clips, crops=crops,
-        scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip, rand_augment=d.rand_augment,
-        num_sample=d.num_sample,
+        scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip,
+        rand_augment=d.rand_augment if augment_side(cfg) == "actor" else "", num_sample=d.num_sample,
+        decoder=d.decoder,
     )
 
 
@@ -263,7 +266,7 @@ def eval_views(
 
 def read_frames(
     uri: str, sampling_rate: int, short_side: int, choose: Callable[[int], np.ndarray],
-    size: tuple[int, int] | None = None,
+    size: tuple[int, int] | None = None, decoder: str = "decord",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode only the frames a clip needs, resized to `short_side` while decoding.
 
@@ -272,16 +275,17 @@ def read_frames(
     decoded by a reader that resizes as the precompute job's does, so the pixels are those the
     shard cell maps were computed on. `size` = (height, width) after the resize when known
     (a shard row has it): skips the probe, which costs a quarter of a 16-frame clip's decode.
+    decoder: data.decoder ("decord" | "torchcodec", `video.open_frames`).
     Returns (frames [K, H, W, 3] uint8, positions [K]).
     """
     with storage.download_to_temp(uri) as local:
         if size is None:
-            info = video.probe(local)
+            info = video.probe_with(local, decoder)
             size = video.resized_size(info.height, info.width, short_side)
-        reader = video.open_reader(local, size)
+        reader = video.open_frames(local, size, decoder=decoder)
         positions = np.asarray(choose(video.num_sampled(len(reader), sampling_rate)), dtype=np.int64)
-        frames = reader.get_batch((positions * sampling_rate).tolist()).asnumpy()
-        del reader  # decord holds the whole demuxer; free it before the next video
+        frames = reader.frames(positions * sampling_rate)
+        del reader  # a reader holds the whole demuxer; free it before the next video
     return frames, positions
 
 
@@ -400,7 +404,7 @@ class ClipMaker:
         if spec.train:
             frames, positions = read_frames(
                 row["path"], spec.sampling_rate, spec.short_side,
-                lambda m: video.train_window(checked(m), spec.num_frames, self._rng), size,
+                lambda m: video.train_window(checked(m), spec.num_frames, self._rng), size, spec.decoder,
             )
             return [(0, *train_clip(spec, frames, positions, cells, cell, self._rng, self._augment))
                     for _ in range(spec.num_sample)]
@@ -410,7 +414,8 @@ class ClipMaker:
             views.extend(video.test_views(checked(m), spec.num_frames, spec.clips))
             return np.unique(np.concatenate(views))
 
-        frames, positions = read_frames(row["path"], spec.sampling_rate, spec.short_side, union, size)
+        frames, positions = read_frames(row["path"], spec.sampling_rate, spec.short_side, union, size,
+                                        spec.decoder)
         return eval_views(spec, frames, positions, views, cells, cell)
 
 
@@ -431,16 +436,20 @@ def row_cells_or_none(row: dict[str, Any], spec: ClipSpec) -> tuple[tuple | None
 
 
 def to_model_inputs(
-    batch: dict[str, torch.Tensor], device: torch.device | str
+    batch: dict[str, torch.Tensor], device: torch.device | str, augment: Callable | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Trainer side: a batch from `iter_torch_batches` -> model inputs on `device`.
 
-    batch: pixels uint8 [B, T, S, S, 3], scores [B, T', S/p, S/p], label [B].
+    batch: pixels uint8 [B, T, S, S, 3], scores [B, T', S/p, S/p], label [B]. `augment`
+    (data.augment_on=trainer: `augment.TrainerAugment`) maps the uint8 pixels on the device
+    before normalisation; the scores were taken before it, as on the actor path.
     Returns x float32 [B, 3, T, S, S] ImageNet-normalised (normalised on the device: uint8
     crosses the host-device link, 4x less than float32), scores float32 [B, T', S/p, S/p],
     labels int64 [B].
     """
     pixels = torch.as_tensor(batch["pixels"]).to(device, non_blocking=True)
+    if augment is not None:
+        pixels = augment(pixels)
     x = pixels.permute(0, 4, 1, 2, 3).contiguous().float()  # [B, 3, T, S, S]
     # Built on the host and copied non_blocking: torch.tensor(..., device="cuda") is a
     # blocking copy, which waits for the GPU to finish the previous step.

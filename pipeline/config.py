@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.vocab import SCORE_MODES, SCORE_STRATEGIES, SHARD_SCORE_MODES, STRATEGIES
+from pipeline.vocab import AUGMENT_ON, DECODERS, SCORE_MODES, SCORE_STRATEGIES, SHARD_SCORE_MODES, STRATEGIES
 
 MODEL_SIZES = ("tiny", "small", "base", "large")
 MODES = ("finetune", "pretrain")
@@ -55,6 +55,10 @@ class DataConfig:
     ratio: tuple[float, float] = (0.75, 1.3333)  # random resized crop aspect range
     hflip: bool = True
     rand_augment: str = ""  # e.g. "rand-m7-n4-mstd0.5-inc1"; "" = off
+    # Where RandAugment runs: actor (timm's PIL ops in the decode actors), trainer (torchvision
+    # tensor ops on the trainer's device, pipeline/augment.py), auto = trainer on GPU training.
+    augment_on: str = "auto"
+    decoder: str = "decord"  # decord | torchcodec (pip install -e '.[torchcodec]')
     reprob: float = 0.0  # random erasing probability (after scores: see docs/TRAINING.md)
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -328,6 +332,14 @@ def _check(errors: list[str], ok: bool, message: str) -> None:
         errors.append(message)
 
 
+def augment_side(cfg: Config) -> str:
+    """Where this config's RandAugment runs: "actor" or "trainer" (auto = trainer when
+    training on a GPU, where it is cheap; the decode actors on CPU-only training)."""
+    if cfg.data.augment_on == "auto":
+        return "trainer" if cfg.scaling.use_gpu else "actor"
+    return cfg.data.augment_on
+
+
 def validate(cfg: Config) -> None:
     """Raise ConfigError listing every invalid field."""
     e: list[str] = []
@@ -349,6 +361,8 @@ def validate(cfg: Config) -> None:
         _check(e, 0 <= getattr(d, name) < 1, f"data.{name}={getattr(d, name)}: must be in [0, 1)")
     for name in ("mixup", "cutmix"):
         _check(e, getattr(d, name) >= 0, f"data.{name}={getattr(d, name)}: must be >= 0")
+    _check(e, d.augment_on in AUGMENT_ON, f"data.augment_on={d.augment_on!r}: allowed: {', '.join(AUGMENT_ON)}")
+    _check(e, d.decoder in DECODERS, f"data.decoder={d.decoder!r}: allowed: {', '.join(DECODERS)}")
     _check(e, bool(d.train_manifest or d.shards),
            "data.train_manifest / data.shards: at least one must be set")
 

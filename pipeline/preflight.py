@@ -22,8 +22,14 @@ def manifests_of(cfg: Config, splits: tuple[str, ...]) -> dict[str, str]:
 def input_problems(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> list[str]:
     """One line per unusable local input of `cfg` for a job reading `splits` ([] = fine):
     a missing manifest or shards folder, a manifest that does not parse as a whole, labels
-    outside data.num_classes."""
+    outside data.num_classes, data.decoder=torchcodec where torchcodec cannot load."""
     problems = []
+    if cfg.data.decoder == "torchcodec":
+        from pipeline.video import torchcodec_reason
+
+        reason = torchcodec_reason()
+        if reason:
+            problems.append(f"data.decoder=torchcodec: {reason}")
     if cfg.data.shards and not storage.is_s3(cfg.data.shards) and not storage.exists(cfg.data.shards):
         problems.append(f"data.shards: {cfg.data.shards}: no such folder (run mgtc precompute first)")
     for name, uri in manifests_of(cfg, splits).items():

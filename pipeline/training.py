@@ -5,7 +5,8 @@ Driver: `run_training(cfg)` resolves tau and the MLflow run, builds the clip dat
 NCCL + optional bf16 autocast on GPU, from the same code).
 
 Per training batch, in this order (docs/TRAINING.md says why):
-  1. pixels + token scores from the data path (scores taken before any pixel augmentation),
+  1. pixels + token scores from the data path (scores taken before any pixel augmentation;
+     RandAugment in the actors, or here on the device with data.augment_on=trainer),
   2. token selection from those scores (`pipeline.selection`),
   3. random erasing (timm; one rectangle per clip on every frame, fresh noise per frame),
   4. mixup / cutmix (timm; a cutmix box is spatial, the same on every frame),
@@ -58,7 +59,8 @@ from torch import nn
 
 from pipeline import storage
 from pipeline.clips import clip_dataset, num_clips, to_model_inputs
-from pipeline.config import Config, from_dict, redacted, to_dict
+from pipeline.augment import TrainerAugment
+from pipeline.config import Config, augment_side, from_dict, redacted, to_dict
 from pipeline.device import configure_matmul, fused_optimizer, maybe_compile, pin_batches
 from pipeline.evaluate import (
     STATE_FILE,
@@ -109,6 +111,7 @@ class Recipe:
     scaler: torch.amp.GradScaler
     mixup: Mixup | None = None
     erase: RandomErasing | None = None
+    augment: TrainerAugment | None = None  # RandAugment here (data.augment_on=trainer)
     criterion: nn.Module | None = None
     loss: Callable = field(default=None, repr=False)  # finetune_loss | pretrain_loss
     class_names: list[str] | None = None  # stored with each checkpoint for `mgtc predict`
@@ -142,6 +145,8 @@ def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int)
         # bf16 needs no loss scaling; the (disabled) scaler keeps the step fp16-ready.
         scaler=torch.amp.GradScaler(device.type, enabled=False),
     )
+    if d.rand_augment and augment_side(cfg) == "trainer":
+        recipe.augment = TrainerAugment(d.rand_augment, d.input_size)
     if cfg.optim.mode == "pretrain":
         recipe.loss = pretrain_loss
         return recipe
@@ -344,7 +349,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
                                           pin_memory=pin):
         waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
         scheduler.step_update(progress.step)
-        x, scores, labels = to_model_inputs(batch, recipe.device)
+        x, scores, labels = to_model_inputs(batch, recipe.device, recipe.augment)
         sel = select_train(recipe, scores)
         loss, encoded = recipe.loss(model, recipe, x, sel, labels)
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """The project's shared vocabulary, importable without torch (decoder processes, CLIs).
 
 Names that several modules check against or offer as choices live here once: strategy and
-score-mode names.
+score-mode names, where augmentation runs, which decoder reads videos.
 """
 
 from __future__ import annotations
@@ -15,3 +15,7 @@ SCORE_STRATEGIES = ("mgtc_ratio", "mgtc_threshold")
 # decoded clip, shards hold no maps for it).
 SCORE_MODES = ("boundary", "consecutive", "compensated")
 SHARD_SCORE_MODES = ("boundary", "consecutive")
+# Where RandAugment runs (pipeline.augment): "auto" = on the trainer when it trains on a GPU,
+# in the decode actors otherwise. Video decoders behind pipeline.video's reader interface.
+AUGMENT_ON = ("auto", "actor", "trainer")
+DECODERS = ("decord", "torchcodec")

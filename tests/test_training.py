@@ -154,6 +154,30 @@ def test_selection_comes_from_the_clip_scores_before_erasing_and_mixup(tmp_path)
     assert torch.equal(changed.any(dim=(1, 2)), changed.any(dim=1).all(dim=1)) or changed.all()
 
 
+def test_a_training_step_with_randaugment_on_the_trainer(tmp_path):
+    """data.augment_on=trainer: the recipe augments the uint8 batch on the device before
+    normalisation; selection uses the data path's scores; one optimizer step runs."""
+    from pipeline.clips import to_model_inputs
+
+    ra = "data.rand_augment=rand-m7-n4-mstd0.5-inc1"
+    assert make_recipe(tiny_config(tmp_path, "", ra), None, torch.device("cpu"), rank=0).augment is None  # auto on CPU
+    cfg = tiny_config(tmp_path, "", ra, "data.augment_on=trainer")
+    recipe = make_recipe(cfg, None, torch.device("cpu"), rank=0)
+    assert recipe.augment is not None
+    rows = clip_rows(4)
+    batch = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in ("pixels", "scores", "label")}
+    x, scores, labels = to_model_inputs(batch, recipe.device, recipe.augment)
+    assert x.shape == (4, 3, FRAMES, SIZE, SIZE) and not torch.equal(x, torch_batch(rows)[0])
+    model = make_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, encoded = finetune_loss(model, recipe, x, select_train(recipe, scores), labels)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and encoded == [N // 2] * 4
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
 def test_mgtc_threshold_batches_have_variable_lengths(tmp_path):
     rows = clip_rows(4)
     finite = np.concatenate([r["scores"][1:].ravel() for r in rows])
@@ -334,7 +358,8 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
                       f"data.val_manifest={paths['val']}", f"data.test_manifest={paths['test']}",
                       "data.val_clips=1", "data.test_clips=2", "data.test_crops=1", "data.mixup=0", "data.cutmix=0",
                       "scaling.num_workers=1", "optim.epochs=3", "optim.warmup_epochs=0", "scaling.name=e2e",
-                      "data.num_sample=2", "optim.val_every=2")
+                      "data.num_sample=2", "optim.val_every=2",
+                      "data.rand_augment=rand-m7-n4-mstd0.5-inc1", "data.augment_on=trainer")
     summary = run_training(cfg)  # streams clip_dataset: decode actor beside the 0.5-CPU trainer
     # 2 of 4 videos per class train, each decoded once per epoch into num_sample=2 clips
     assert summary["epoch"] == 3 and summary["train_clips"] == 16

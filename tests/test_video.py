@@ -73,3 +73,56 @@ def test_clean_decoder_error():
            "avcodec_send_packet(dec_ctx_.get(), pkt.get()) >= 0 (-1094995529 vs. 0) Thread worker: "
            "Error sending packet.")
     assert video.clean_decoder_error(raw) == "Thread worker: Error sending packet."
+
+
+def _write_gop_video(path, frames: int, gop: int, height: int = 48, width: int = 64):
+    """H.264 with a keyframe every `gop` frames (x264's default is 250: one GOP here)."""
+    import av
+
+    from _videos import clip_frames
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": str(gop), "keyint_min": str(gop)})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in clip_frames(frames, height, width, 0, "right"):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+TORCHCODEC_MISSING = video.torchcodec_reason()
+DECODERS = ["decord", pytest.param("torchcodec", marks=pytest.mark.skipif(
+    bool(TORCHCODEC_MISSING), reason=TORCHCODEC_MISSING or "-"))]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("gop", [250, 8])
+def test_a_window_decodes_to_the_frames_of_a_full_decode(tmp_path, decoder, gop):
+    """Decoding only a clip's window (seek to the keyframe before it, decode forward) gives
+    the frames a full decode has at the same indices: default-GOP and short-GOP (the
+    prepared videos' encoding) files, with and without resizing, per decoder."""
+    path = _write_gop_video(tmp_path / f"g{gop}.mp4", 60, gop)
+    for size in ((48, 64), (32, 42)):
+        full = video.open_frames(path, size, decoder=decoder).frames(range(60))
+        assert full.shape == (60, *size, 3) and full.dtype == np.uint8
+        for window in ([40, 44, 48, 52], [9, 11, 13], [0, 1, 2, 59], [17] * 3):
+            reader = video.open_frames(path, size, decoder=decoder)
+            assert len(reader) == 60
+            assert np.array_equal(reader.frames(window), full[window]), (size, window)
+        reader = video.open_frames(path, size, decoder=decoder)  # one reader, a later then an earlier window
+        assert np.array_equal(reader.frames([50, 54]), full[[50, 54]])
+        assert np.array_equal(reader.frames([3, 7]), full[[3, 7]])
+
+
+@pytest.mark.skipif(bool(TORCHCODEC_MISSING), reason=TORCHCODEC_MISSING or "-")
+def test_torchcodec_frames_equal_decords(tmp_path):
+    """Same frames at the source size; resized (both by FFmpeg's swscale, other filters)
+    within a mean of 1.5 grey levels."""
+    path = str(make_video(tmp_path / "v.mp4", frames=30, height=48, width=64))
+    assert video.probe_with(path, "torchcodec") == video.probe_with(path, "decord")
+    for size, tolerance in (((48, 64), 0.0), ((32, 42), 1.5), ((96, 128), 1.5)):
+        ours = video.open_frames(path, size, decoder="torchcodec").frames(range(0, 30, 3)).astype(int)
+        ref = video.open_frames(path, size, decoder="decord").frames(range(0, 30, 3)).astype(int)
+        assert ours.shape == ref.shape and np.abs(ours - ref).mean() <= tolerance, size
+    cfg_clip = video.open_frames(path, (32, 42), decoder="torchcodec").frames([5])
+    assert cfg_clip.flags["C_CONTIGUOUS"]
