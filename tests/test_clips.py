@@ -376,3 +376,14 @@ def test_seed_alone_decides_the_training_clips(videos):
         a, b, c = (m(as_batch([row]))["pixels"] for m in (first, second, other))
         assert np.array_equal(a, b)
         assert not np.array_equal(a, c)
+
+
+@pytest.mark.skipif(bool(video.torchcodec_reason()), reason=video.torchcodec_reason() or "-")
+def test_clip_maker_with_torchcodec_gives_decords_clips(videos):
+    """data.decoder=torchcodec: the same window, crop and flip draws give clips within the
+    resize tolerance of decord's (video.py), and the same kinds of rows."""
+    row = shard_row(videos["right"], 2, 64)
+    ours = clips.ClipMaker(make_cfg(decoder="torchcodec"), "train", entropy=9)(as_batch([row]))
+    ref = clips.ClipMaker(make_cfg(), "train", entropy=9)(as_batch([row]))
+    assert {k: (v.shape, v.dtype) for k, v in ours.items()} == {k: (v.shape, v.dtype) for k, v in ref.items()}
+    assert np.abs(ours["pixels"].astype(int) - ref["pixels"].astype(int)).mean() <= 1.5
