@@ -10,13 +10,16 @@ resume from their last checkpoint) and prints the same table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 
+from pipeline import raylog
 from pipeline.config import ConfigError, load_config
+from pipeline.progress import set_verbose
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "jobs" / "configs" / "synthetic_tiny.yaml"
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-baseline", action="store_true", help="skip the all-tokens run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra training config override (repeatable)")
+    raylog.add_verbose_flag(parser)
     return parser
 
 
@@ -94,8 +98,27 @@ def result_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class Phases:
+    """Wall seconds of each demo phase, for the closing line (where the time goes)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds.append((name, time.perf_counter() - start))
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {s:.0f} s" for name, s in self.seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     out = Path(args.out).resolve()
     data, shards_dir, ray_dir = out / "data", out / "shards", out / "ray"
     try:
@@ -107,14 +130,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline import shards, synth
 
-    # Ray Data's live progress bars would bury the demo's own lines; Ray Train still logs
-    # each epoch's metrics. Set before Ray starts: local workers inherit it.
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-
+    phases = Phases()
     print(f"[demo 1/5] synthetic videos -> {data}")
-    synth.make_dataset(data, videos_per_class=args.videos_per_class, size=args.size,
-                       frames=args.frames, fps=25, seed=0)
-    manifest = write_all_manifest(data)
+    with phases("synth"):
+        synth.make_dataset(data, videos_per_class=args.videos_per_class, size=args.size,
+                           frames=args.frames, fps=25, seed=0)
+        manifest = write_all_manifest(data)
 
     import ray
 
@@ -123,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.precompute import PrecomputeConfig, format_summary, run_precompute
     from pipeline.training import run_training
 
-    started = connect_ray()
+    with phases("ray start"):
+        started = connect_ray()
     try:
         cfg0 = configs[0]
         print(f"[demo 2/5] precompute motion shards -> {shards_dir}")
         pre = PrecomputeConfig(sampling_rates=(cfg0.data.sampling_rate,), short_side=args.size,
                                num_frames=cfg0.data.num_frames, tubelet=cfg0.model.tubelet)
-        print(format_summary(run_precompute(str(manifest), str(shards_dir), pre)))
+        with phases("precompute"):
+            print(format_summary(run_precompute(str(manifest), str(shards_dir), pre)))
         print("[demo 3/5] calibrate tau for the same masking ratio (for mgtc_threshold runs)")
         cal = shards.calibrate(str(shards_dir), args.mask_ratio)
         taus = ", ".join(f"{float(t):.4f} at stride {s}" for s, t in cal["tau"].items())
@@ -138,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in configs:
             print(f"[demo 4/5] train {cfg.scaling.name}: {cfg.masking.strategy} "
                   f"ratio {cfg.masking.ratio}, {cfg.optim.epochs} epochs")
-            trained = run_training(cfg)
+            with phases(f"train {cfg.scaling.name}"):
+                trained = run_training(cfg)
             print(f"[demo 5/5] test {cfg.scaling.name}: "
                   f"{cfg.data.test_clips} clips x {cfg.data.test_crops} crops per video")
-            tested = run_evaluation(cfg, trained["checkpoint"], train_run_id=trained["mlflow_run_id"])
+            with phases(f"test {cfg.scaling.name}"):
+                tested = run_evaluation(cfg, trained["checkpoint"], train_run_id=trained["mlflow_run_id"])
             rows.append({
                 "name": cfg.scaling.name, "strategy": cfg.masking.strategy,
                 "top1": tested["top1"], "top5": tested["top5"], "kept_ratio": tested["kept_ratio"],
@@ -150,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 "test_clips_per_s": tested["clips_per_s"], "train_wall_s": trained["wall_time_s"],
                 "reused": trained.get("reused", False),
             })
+    except Exception as err:  # a worker's error: one line with its reason and the log folder
+        return raylog.report_failure("mgtc demo", err)
     finally:
         if started:
             ray.shutdown()
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(result_table(rows))
     print(f"\nchance is {100 / cfg0.data.num_classes:.1f}% top-1; total wall time "
-          f"{time.perf_counter() - t0:.0f} s; MLflow store: {trained['tracking_uri']}")
+          f"{time.perf_counter() - t0:.0f} s ({phases}); MLflow store: {trained['tracking_uri']}")
     runs_dir = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else out
     print(f"Browse the runs: mgtc ui --runs-dir {runs_dir}   (then open the printed URL; experiment 'mgtc-demo')")
     return 0

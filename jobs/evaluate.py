@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline import raylog
 from pipeline.config import ConfigError, load_config
+from pipeline.progress import set_verbose
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,11 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="which split's views (default: test)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one field, e.g. --set masking.strategy=random (repeatable)")
+    raylog.add_verbose_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     started = connect_ray()
     try:
         result = run_evaluation(cfg, args.checkpoint, split=args.split)
+    except Exception as err:  # an actor's error: one line with its reason and the log folder
+        return raylog.report_failure("mgtc eval", err)
     finally:
         if started:
             import ray

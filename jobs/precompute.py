@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import storage
+from pipeline import raylog, storage
 from pipeline.manifest import ManifestError
 from pipeline.shards import ERRORS_DIR
 from pipeline.precompute import ConfigError, format_summary, load_config, run_precompute
+from pipeline.progress import set_verbose
 
 # flag -> PrecomputeConfig field; flags given on the command line override the YAML.
 FLAGS = {
@@ -58,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, type=int, help=help_)
     parser.add_argument("--pad-short", dest="pad_short", action="store_true", default=None,
                         help="keep videos shorter than one clip (the trainer repeats the last frame)")
+    raylog.add_verbose_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     overrides = {name: getattr(args, name) for name in (*FLAGS, "pad_short")}
     try:
         cfg = load_config(args.config, overrides)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
+from pipeline import raylog
+from pipeline.progress import set_verbose
 from pipeline.sweep import SweepError, load_sweep, results_markdown, run_sweep
 
 
@@ -41,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the cores; more lets a small machine hold a trainer, its "
                         "decode actor and the read tasks at once)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the trials; run nothing")
+    raylog.add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         spec = load_sweep(args.config, args.overrides, args.axes)
     except SweepError as err:
@@ -62,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {trial.index:3d}  {trial.name}")
     if args.dry_run:
         return 0
-    # Parallel trials' Ray Data progress bars interleave into noise; the sweep prints a line
-    # per finished trial instead. Set before Ray starts: local workers inherit it.
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     outcome = run_sweep(spec, runs_dir=args.runs_dir, tracking_uri=args.tracking_uri,
                         num_cpus=args.num_cpus)
     print()

@@ -14,7 +14,9 @@ import os
 import sys
 from typing import Any
 
+from pipeline import raylog
 from pipeline.config import ConfigError, load_config
+from pipeline.progress import set_verbose
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,23 +25,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML config (see jobs/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one field, e.g. --set masking.ratio=0.5 (repeatable)")
+    raylog.add_verbose_flag(parser)
     return parser
 
 
 def connect_ray() -> bool:
     """Connect to Ray: the running session (tests, notebooks), else RAY_ADDRESS (a submitted
     job or a cluster), else a new local instance. Returns True only when this call started a
-    local Ray, which the caller then shuts down; a Ray we did not start is left running."""
+    local Ray, which the caller then shuts down; a Ray we did not start is left running.
+    Ray's own lines stay in its session logs unless --verbose (`pipeline.raylog`)."""
     import ray
 
     from pipeline.localray import init_local
 
     if ray.is_initialized():
         return False
+    raylog.prepare()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
+        raylog.after_init()
         return False
-    init_local()  # loopback only (pipeline/localray.py)
+    init_local(**raylog.init_kwargs())  # loopback only (pipeline/localray.py)
+    raylog.after_init()
     return True
 
 
@@ -81,6 +88,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -100,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     started = connect_ray()
     try:
         summary = run_training(cfg)
+    except Exception as err:  # a worker's error: one line with its reason and the log folder
+        return raylog.report_failure("mgtc train", err)
     finally:
         if started:
             import ray

@@ -447,7 +447,7 @@ def to_model_inputs(
     crosses the host-device link, 4x less than float32), scores float32 [B, T', S/p, S/p],
     labels int64 [B].
     """
-    pixels = torch.as_tensor(batch["pixels"]).to(device, non_blocking=True)
+    pixels = _tensor(batch["pixels"]).to(device, non_blocking=True)
     if augment is not None:
         pixels = augment(pixels)
     x = pixels.permute(0, 4, 1, 2, 3).contiguous().float()  # [B, 3, T, S, S]
@@ -456,9 +456,18 @@ def to_model_inputs(
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
     std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
     x = x.sub_(mean).div_(std)
-    scores = torch.as_tensor(batch["scores"]).to(device, non_blocking=True).float()
-    labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long()
+    scores = _tensor(batch["scores"]).to(device, non_blocking=True).float()
+    labels = _tensor(batch["label"]).to(device, non_blocking=True).long()
     return x, scores, labels
+
+
+def _tensor(values) -> torch.Tensor:
+    """A tensor of a batch column. Ray Data hands numpy batches out of its object store
+    read-only, and torch cannot share a read-only array (it warns that writing would be
+    undefined): such an array is copied first, a few MB per batch against a forward pass."""
+    if isinstance(values, np.ndarray) and not values.flags.writeable:
+        values = values.copy()
+    return torch.as_tensor(values)
 
 
 # --------------------------------------------------------------------------- the split's videos

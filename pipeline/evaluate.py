@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline import storage
-from pipeline.clips import clip_dataset, to_model_inputs
+from pipeline.clips import clip_dataset, num_clips, to_model_inputs
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.flops import encoder_shape, gmacs_per_view
 from pipeline.model import (
@@ -48,6 +48,7 @@ from pipeline.model import (
     read_checkpoint,
     to_model_keys,
 )
+from pipeline.progress import progress
 from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
 from pipeline.shards import calibrated_tau
 from pipeline.tracking import (
@@ -365,8 +366,10 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
     """
     if cfg.optim.mode != "finetune":
         raise ValueError("evaluation needs a classifier: optim.mode must be 'finetune'")
+    expected_views = None  # a caller's dataset: unknown until it is read
     if dataset is None:
         dataset = clip_dataset(cfg, split)
+        expected_views = num_clips(cfg, split)
     tau = resolve_tau(cfg)
     s = cfg.scaling
     env = SecretEnv({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}) if storage.is_s3(checkpoint) else None
@@ -386,10 +389,13 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
     scores = VideoScores(cfg.data.num_classes)
     kept, gmacs = 0.0, 0.0
     start = time.perf_counter()
-    for batch in preds.iter_batches(batch_size=None, batch_format="numpy"):
-        scores.add(batch["video_id"], batch["probs"], batch["label"])
-        kept += float(batch["kept"].sum())
-        gmacs += gmacs_per_view(batch["kept"].tolist(), shape) * len(batch["kept"])
+    title = f"{split} {cfg.scaling.name or cfg.data.dataset}"
+    with progress(title, total=expected_views, unit="views") as bar:
+        for batch in preds.iter_batches(batch_size=None, batch_format="numpy"):
+            scores.add(batch["video_id"], batch["probs"], batch["label"])
+            kept += float(batch["kept"].sum())
+            gmacs += gmacs_per_view(batch["kept"].tolist(), shape) * len(batch["kept"])
+            bar.update(advance=len(batch["kept"]))
     elapsed = time.perf_counter() - start
     metrics = scores.merge_across_ranks(torch.device("cpu"))
     views = max(scores.views, 1)

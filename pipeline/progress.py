@@ -88,6 +88,7 @@ class Progress:
         self.start = time.monotonic()
         self._bar = None
         self._task = None
+        self._closing: str | None = None
 
     # ------------------------------------------------------------------ public
     def update(self, completed: float | None = None, *, advance: float = 0, total: float | None = None,
@@ -119,6 +120,10 @@ class Progress:
         else:
             print(message, file=self.stream, flush=True)
 
+    def finish(self, text: str) -> None:
+        """Replace the closing line's count and fields by `text` (e.g. `8 epochs · top-1 ...`)."""
+        self._closing = text
+
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
@@ -140,7 +145,9 @@ class Progress:
         return " · ".join(parts)
 
     def summary(self) -> str:
-        """The closing line: count, fields, rate, elapsed time."""
+        """The closing line: count, fields, rate, elapsed time (or `finish`'s text, elapsed time)."""
+        if self._closing is not None:
+            return f"{self.title}: {self._closing} · {format_duration(self.elapsed())} elapsed"
         count = f"{self.completed:g}" + (f"/{self.total:g}" if self.total else "") + (f" {self.unit}" if self.unit else "")
         parts = [count, *(f"{k} {v}" for k, v in self.fields.items())]
         seconds = self.elapsed()

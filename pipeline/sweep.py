@@ -44,6 +44,7 @@ import yaml
 
 from pipeline import stats
 from pipeline.config import Config, ConfigError, flat_params, load_config, replace, to_dict
+from pipeline.progress import progress
 
 TrainFn = Callable[[Config], Mapping[str, Any]]
 
@@ -442,25 +443,48 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def _progress_callback(total: int, log: Callable[[str], None]):
-    """A Tune callback printing one line per trial as it ends (Tune itself runs silent)."""
+_BARS: dict[int, Any] = {}  # the driver's live displays, by key (Tune pickles its callbacks)
+
+
+def _progress_callback(total: int, log: Callable[[str], None], bar_key: int | None = None):
+    """A Tune callback: one line per trial as it ends, a failed one with its reason, and the
+    live display's trials done / running / failed (Tune itself runs silent)."""
     from ray.tune import Callback
 
     class Progress(Callback):
         def __init__(self) -> None:
-            self.done = 0
+            self.done = self.running = self.failed = 0
             self.start = time.monotonic()
+
+        def _draw(self) -> None:
+            bar = _BARS.get(bar_key)
+            if bar is not None:
+                bar.update(self.done, running=self.running, failed=self.failed)
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.running += 1
+            self._draw()
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self.done += 1
+            self.running = max(0, self.running - 1)
             payload = (trial.last_result or {}).get("mgtc") or {}
-            state = "finished" if payload.get("ok") else "FAILED"
+            if payload.get("ok"):
+                state = "finished"
+            else:
+                self.failed += 1
+                reason = (payload.get("error") or "no result").strip().splitlines()[0][:300]
+                state = f"FAILED: {reason}"
+            self._draw()
             log(f"[{self.done}/{total}] {trial.config['trial']}: {state} "
                 f"({time.monotonic() - self.start:.0f} s into the sweep)")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self.done += 1
-            log(f"[{self.done}/{total}] {trial.config['trial']}: FAILED in Tune")
+            self.failed += 1
+            self.running = max(0, self.running - 1)
+            self._draw()
+            log(f"[{self.done}/{total}] {trial.config['trial']}: FAILED in Tune (see the Ray logs)")
 
     return Progress()
 
@@ -485,15 +509,22 @@ def run_trials_tune(
             text = f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}"
             return {"mgtc": {"ok": False, "error": text}}
 
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
-        param_space={"trial": tune.grid_search(list(configs))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                  callbacks=[_progress_callback(len(configs), log)]),
-    )
+    with progress("sweep", total=len(configs), unit="trials") as bar:
+        key = id(bar)
+        _BARS[key] = bar
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
+            param_space={"trial": tune.grid_search(list(configs))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                      callbacks=[_progress_callback(len(configs), log, key)]),
+        )
+        try:
+            results = tuner.fit()
+        finally:
+            _BARS.pop(key, None)
     out: dict[str, tuple[dict[str, Any] | None, str]] = {}
-    for result in tuner.fit():
+    for result in results:
         trial = result.config["trial"]
         payload = (result.metrics or {}).get("mgtc")
         if result.error is not None or not payload:
@@ -574,12 +605,16 @@ def run_sweep(
                                         experiment=experiment, run_prefix=run_name)
                    for t in spec.trials}
         if not ray.is_initialized():
+            from pipeline import raylog
+
+            raylog.prepare()
             if os.environ.get("RAY_ADDRESS"):
-                ray.init(address=os.environ["RAY_ADDRESS"])
+                ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
             else:
                 from pipeline.localray import init_local
 
-                init_local(num_cpus=num_cpus)  # loopback only
+                init_local(num_cpus=num_cpus, **raylog.init_kwargs())  # loopback only
+            raylog.after_init()
         width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
         log(f"running {len(configs)} trials, {width} at a time")
         raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,

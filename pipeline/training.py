@@ -86,6 +86,7 @@ from pipeline.tracking import (
     start_run,
     summary_params,
 )
+from pipeline.train_progress import StepPoster, watch_training
 
 # Test hook, never set in production: "<epoch>:<marker file>" makes the last rank exit hard
 # after the first step of that epoch, once (the marker file records that it happened).
@@ -327,8 +328,10 @@ class EpochCounters:
         }
 
 
-def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Progress) -> tuple[dict, tuple | None]:
+def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Progress,
+                poster: StepPoster | None = None) -> tuple[dict, tuple | None]:
     """One pass over this rank's shard. Returns (metrics over all ranks, mask sample).
+    poster (rank 0): the driver's progress display, told where the epoch stands.
 
     Metrics: loss, kept_ratio (kept / all tokens), gflops_per_view (encoder multiply-adds of
     the tokens it ran, mean per clip), clips_per_s (all ranks' clips per wall second of this
@@ -345,6 +348,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     ctx = ray.train.get_context()
     waited, ready = 0.0, time.perf_counter()
     pin = pin_batches(cfg, recipe.device)
+    in_epoch = 0
     for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2,
                                           pin_memory=pin):
         waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
@@ -360,7 +364,11 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
         recipe.scaler.step(optimizer)
         recipe.scaler.update()
         progress.step += 1
+        in_epoch += 1
         counters.add(loss, sel.lengths, encoded)
+        if poster is not None:  # converts the loss (a device sync) only when it posts
+            poster.step(epoch=progress.epoch + 1, step=in_epoch, steps=poster.steps, loss=loss,
+                        clips=counters.clips, seconds=time.perf_counter() - counters.start, waited=waited)
         if sample is None:  # once per epoch: a device -> host copy of one clip
             sample = mask_sample(batch["pixels"], sel, recipe)
         crash_once_for_tests(progress.epoch + 1, ctx.get_world_rank(), ctx.get_world_size())
@@ -544,7 +552,8 @@ class EpochTracker:
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. config: {"cfg": to_dict(Config), "tau", "steps_per_epoch",
-    "has_val", "mlflow": {"uri", "run_id"}} (see `run_training`)."""
+    "has_val", "mlflow": {"uri", "run_id"}, "progress": the driver's ProgressBoard or None}
+    (see `run_training`)."""
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -567,15 +576,17 @@ def train_loop_per_worker(config: dict) -> None:
     progress = restore(checkpoint, model, optimizer, scheduler, recipe, rank)
     ddp = ray.train.torch.prepare_model(model)
     tracker = EpochTracker(config["mlflow"], cfg, progress) if rank == 0 else None
+    poster = StepPoster(config.get("progress"), config["steps_per_epoch"]) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
     for epoch in range(progress.epoch + 1, cfg.optim.epochs + 1):
-        train_metrics, sample = train_epoch(ddp, train_shard, optimizer, scheduler, recipe, progress)
+        train_metrics, sample = train_epoch(ddp, train_shard, optimizer, scheduler, recipe, progress, poster)
         val_metrics = eval_epoch(model, val_shard, recipe) if validates(cfg, epoch) else {}
         progress = Progress(epoch, progress.step, {**train_metrics, **val_metrics})
         report_epoch(progress, model, optimizer, scheduler, recipe, rank, config["mlflow"]["run_id"])
         if tracker is not None:
             tracker.epoch_done(progress, sample)
+            poster.epoch_done(epoch, progress.metrics)
 
 
 # ------------------------------------------------------------------------- the driver
@@ -698,35 +709,10 @@ def run_training(
     steps = steps_per_epoch(clips, cfg.optim.batch_size, s.num_workers)
     params = {**summary_params(cfg, world_size=s.num_workers, tau=tau), "steps_per_epoch": steps}
     run_id = start_run(cfg, uri=uri, run_name=name, kind="train", params=params)
-    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else {}
-    path, filesystem = storage_location(cfg)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
-                           "has_val": "val" in datasets, "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()},
-                           "class_names": training_class_names(cfg)},
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=path,
-            storage_filesystem=filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": env} if env else None,
-        ),
-        datasets=datasets,
-        dataset_config=TrainValDataConfig(),
-    )
     done_before = last_logged_metrics(uri, run_id).get("epoch", 0)  # > 0: a rerun of this run
     start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception:
-        finish_run(uri, run_id, status="FAILED")
-        raise
+    with watch_training(f"train {name}", cfg.optim.epochs, steps, first_epoch=int(done_before) + 1) as board:
+        result = _fit(cfg, name, uri, run_id, tau, steps, datasets, board)
     # The last epoch's metrics (top1, kept_ratio, ...); a rerun of a finished run reports
     # none to Ray, so they come from its MLflow run then.
     last = result.metrics or last_logged_metrics(uri, run_id)
@@ -743,6 +729,39 @@ def run_training(
     }
     finish_run(uri, run_id, final=summary)
     return summary
+
+
+def _fit(cfg: Config, name: str, uri: str, run_id: str, tau, steps: int, datasets: dict[str, Any], board):
+    """Build the TorchTrainer and fit it; the run ends FAILED in MLflow if fitting raises."""
+    s = cfg.scaling
+    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else {}
+    path, filesystem = storage_location(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
+                           "has_val": "val" in datasets, "progress": board,
+                           "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()},
+                           "class_names": training_class_names(cfg)},
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker={"CPU": s.cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=path,
+            storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+        datasets=datasets,
+        dataset_config=TrainValDataConfig(),
+    )
+    try:
+        return trainer.fit()
+    except Exception:
+        finish_run(uri, run_id, status="FAILED")
+        raise
 
 
 def checkpoint_uri(checkpoint) -> str:

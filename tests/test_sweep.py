@@ -303,10 +303,14 @@ def test_a_failed_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path, ray_lo
 def test_every_trial_failing_fails_the_sweep(tmp_path, ray_local, picklable_tests):
     grid = {"masking": [{"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5}], "optim.seed": [1]}
     spec = load_sweep(write_sweep(tmp_path, grid=grid))
+    lines: list[str] = []
     outcome = run_sweep(spec, fake_train, runs_dir=tmp_path / "runs",
-                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", log=lambda s: None)
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", log=lines.append)
     assert not outcome.ok
     assert [r.status for r in outcome.results] == ["FAILED"]
+    # The user reads why, on the sweep's own line for the trial.
+    assert any("8x4-mgtc_ratio-r0.5-s1: FAILED: RuntimeError: simulated trainer crash" in line
+               for line in lines), lines
 
 
 # ------------------------------------------------------------------------------ MLflow REST API

@@ -9,6 +9,7 @@ Clips are 8 frames of 32x32 (tubelet 2, patch 16: a 4 x 2 x 2 grid of 16 tokens)
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,25 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_run_finishes(ray_local, ml
 
 
 @pytest.mark.integration
+def test_an_error_in_a_worker_reaches_the_user_as_one_line(ray_local, mlflow_server, tmp_path, capsys):
+    """Labels past data.num_classes only fail inside the trainer (the loss): the driver gets
+    Ray Train's wrapped error, and the user one line with the reason and the log folder."""
+    import ray.data
+
+    from pipeline import raylog
+
+    rows = [{**r, "label": 9} for r in clip_rows(4)]
+    cfg = tiny_config(tmp_path, mlflow_server, "scaling.num_workers=1", "optim.epochs=1", "scaling.name=broken",
+                      "data.mixup=0", "data.cutmix=0", "data.smoothing=0")
+    with pytest.raises(Exception) as caught:
+        run_training(cfg, datasets={"train": ray.data.from_items(rows)})
+    line = raylog.failure_line("mgtc train", caught.value)
+    assert line.startswith("mgtc train: failed: IndexError: Target 9 is out of bounds."), line
+    assert f"Ray logs: {raylog.session_logs()}" in line and raylog.session_logs().endswith("/logs")
+    assert "\n" not in line
+
+
+@pytest.mark.integration
 def test_variable_length_pretrain_and_s3_storage(ray_local, mlflow_server, s3_bucket, tmp_path):
     import boto3
 
@@ -342,7 +362,7 @@ def test_config_errors_exit_2_before_ray_starts(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.integration
-def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
+def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path, capsys):
     """synthetic videos -> precompute shards -> clip_dataset (decode actors) -> TorchTrainer ->
     multi-view evaluation of the final checkpoint."""
     from pipeline.evaluate import run_evaluation
@@ -369,6 +389,14 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path):
     assert epoch_steps(client, summary["mlflow_run_id"], "top1") == [2, 3]  # val_every=2, and the last
     result = run_evaluation(cfg, summary["checkpoint"])
     assert (result["videos"], result["views"]) == (4, 8) and 0 <= result["top1"] <= 100
+    # Off a terminal the progress display is one line per epoch, then a summary; no control
+    # characters (CI logs, `| tee`, Ray Jobs logs).
+    out = capsys.readouterr().out
+    epochs = [line for line in out.splitlines() if line.startswith("train e2e: epoch ")]
+    assert [line.split(":")[1].strip() for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], out
+    assert "val top-1" in epochs[1] and "clips/s" in epochs[0] and "data wait" in epochs[0]
+    assert "test e2e: 8/8 views" in out
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out)
 
 
 def test_head_init_scale_is_configurable(tmp_path):

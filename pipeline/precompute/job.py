@@ -18,6 +18,7 @@ from pipeline.manifest import ManifestRow, check_labels, read_manifest
 from pipeline.precompute.config import ConfigError, PrecomputeConfig
 from pipeline.precompute.parts import (ForwardedEnv, PartWorker, _apply_endpoint, _commit_failed_part,
                                        _row_dict)
+from pipeline.progress import progress
 
 
 @dataclass
@@ -133,14 +134,17 @@ def _ensure_ray() -> bool:
     Returns True when this call started Ray (and the caller must shut it down)."""
     import ray
 
+    from pipeline import raylog
     from pipeline.localray import init_local
 
     if ray.is_initialized():
         return False
+    raylog.prepare()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
     else:
-        init_local()  # loopback only
+        init_local(**raylog.init_kwargs())  # loopback only
+    raylog.after_init()
     return True
 
 
@@ -160,28 +164,10 @@ def _data_context(**settings):
             setattr(ctx, k, v)
 
 
-class _Progress:
-    def __init__(self, total_parts: int, total_videos: int, interval: float, log: Callable[[str], None]):
-        self.total_parts, self.total_videos = total_parts, total_videos
-        self.interval, self.log = interval, log
-        self.t0 = self.last = time.monotonic()
-        self.parts = self.videos = self.ok = self.failed = self.frames = 0
-
-    def update(self, marker: dict) -> None:
-        self.parts += 1
-        self.videos += marker["videos"]
-        self.ok += marker["ok"]
-        self.failed += marker["failed"]
-        self.frames += marker["frames_decoded"]
-        now = time.monotonic()
-        if now - self.last >= self.interval or self.parts == self.total_parts:
-            self.last = now
-            elapsed = now - self.t0
-            rate = self.videos / elapsed if elapsed > 0 else 0.0
-            eta = (self.total_videos - self.videos) / rate if rate > 0 else float("nan")
-            self.log(f"[precompute] parts {self.parts}/{self.total_parts} | videos ok {self.ok} "
-                     f"failed {self.failed} | {self.frames} frames | {rate:.2f} videos/s | "
-                     f"{self.frames / elapsed if elapsed > 0 else 0:.0f} frames/s | ETA {eta:.0f} s")
+def _part_line(marker: dict, done: int, total: int) -> str:
+    """One line per finished part (the plain form of the progress display)."""
+    return (f"part {done}/{total}: videos ok {marker['ok']} failed {marker['failed']}, "
+            f"{marker['frames_decoded']} frames")
 
 
 def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow]],
@@ -198,7 +184,6 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
         items = [{"part": p, "rows": json.dumps([_row_dict(r) for r in rows])} for p, rows in todo.items()]
         log(f"[precompute] {len(todo)} parts to run ({sum(map(len, todo.values()))} videos) "
             f"on {actors} actor(s)")
-        progress = _Progress(len(todo), sum(map(len, todo.values())), cfg.progress_interval_s, log)
         done: dict[int, dict] = {}
         failure = ""
         # Native crashes are absorbed by DecoderProcess; these caps are the second line:
@@ -222,14 +207,18 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
                     max_restarts=cfg.max_task_retries,
                     max_task_retries=cfg.max_task_retries,
                 )
-            try:
-                for row in ds.iter_rows():
-                    marker = json.loads(row["summary"])
-                    done[int(row["part"])] = marker
-                    progress.update(marker)
-            except Exception as err:  # noqa: BLE001  (Ray surfaces worker failures as many types)
-                failure = storage.redact(f"{type(err).__name__}: {err}")[:500]
-                log(f"[precompute] Ray Data stopped early: {failure}")
+            total = sum(map(len, todo.values()))
+            with progress("precompute", total=total, unit="videos") as bar:
+                bar.update(errors=0)
+                try:
+                    for row in ds.iter_rows():
+                        marker = json.loads(row["summary"])
+                        done[int(row["part"])] = marker
+                        bar.update(advance=marker["videos"], errors=sum(m["failed"] for m in done.values()))
+                        bar.line(_part_line(marker, len(done), len(todo)))
+                except Exception as err:  # noqa: BLE001  (Ray surfaces worker failures as many types)
+                    failure = storage.redact(f"{type(err).__name__}: {err}")[:500]
+                    bar.line(f"Ray Data stopped early: {failure}")
         return done, failure
     finally:
         if started:
