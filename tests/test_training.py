@@ -305,7 +305,8 @@ def test_an_error_in_a_worker_reaches_the_user_as_one_line(ray_local, mlflow_ser
     from pipeline import raylog
 
     rows = [{**r, "label": 9} for r in clip_rows(4)]
-    cfg = tiny_config(tmp_path, mlflow_server, "scaling.num_workers=1", "optim.epochs=1", "scaling.name=broken",
+    cfg = tiny_config(tmp_path, mlflow_server, "scaling.num_workers=1", "optim.epochs=1", "optim.warmup_epochs=0",
+                      "scaling.name=broken",
                       "data.mixup=0", "data.cutmix=0", "data.smoothing=0")
     with pytest.raises(Exception) as caught:
         run_training(cfg, datasets={"train": ray.data.from_items(rows)})
