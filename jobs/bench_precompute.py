@@ -198,9 +198,8 @@ def run_job(paths: list[str], cfg, work: Path, actors: int) -> tuple[float, floa
 
 
 def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
-    import ray
-
     from pipeline.precompute import PrecomputeConfig
+    from pipeline.vocab import ray_session
 
     work = Path(args.work_dir).resolve()
     paths = make_videos(work, args)
@@ -213,13 +212,7 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
     runs: list[dict[str, float]] = []  # per repeat: case -> wall seconds
     frames = 0
     split = Counter()
-    started = False
-    if not ray.is_initialized():
-        from pipeline.localray import init_local
-
-        init_local(num_cpus=os.cpu_count(), include_dashboard=False)  # loopback only
-        started = True
-    try:
+    with ray_session(num_cpus=os.cpu_count(), include_dashboard=False):
         for _ in range(args.repeats):  # cases interleaved, so a noisy minute hits all of them
             walls: dict[str, float] = {}
             for p in (1, 2):
@@ -234,9 +227,6 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
             if args.sequential:
                 walls["sequential1"], _ = timed_pool(_sequential, paths, config, 1)
             runs.append(walls)
-    finally:
-        if started:
-            ray.shutdown()
     load_after = os.getloadavg()[0]
 
     def row(label: str, case: str, p: int) -> tuple:

@@ -227,16 +227,10 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from jobs.train import connect_ray
+    from pipeline.vocab import ray_session
 
-    started = connect_ray()
-    try:
+    with ray_session():
         rows, alone, load = run(args)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     section = section_text(markdown_table(rows), args, argv, alone, load, reading(rows))
     print(section)
     if not args.no_write:

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from pipeline import shards, storage
+from pipeline.vocab import SCORE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-frames", type=int, help="clip length T (default: the shards' num_frames)")
     parser.add_argument("--crop", type=int, help="crop side in px (default: short side, multiple of --patch)")
     parser.add_argument("--patch", type=int, default=16, help="token patch size in px")
-    parser.add_argument("--score-mode", choices=("boundary", "consecutive"),
+    parser.add_argument("--score-mode", choices=SCORE_MODES,
                         help="default: the mode recorded by precompute")
     parser.add_argument("--clips", type=int, default=1, help="temporal views per video")
     parser.add_argument("--crops", type=int, default=1, help="spatial views per clip")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.clips import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.model import build_model
 from pipeline.synth import read_list_file
 
@@ -37,8 +37,8 @@ def load_split(path: str) -> tuple[np.ndarray, np.ndarray]:
 def to_input(clips: np.ndarray) -> torch.Tensor:
     """[B, T, H, W, 3] uint8 -> [B, 3, T, H, W] float32, ImageNet-normalised."""
     x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
     return (x - mean) / std
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.selection import STRATEGIES
+from pipeline.vocab import SCORE_MODES, STRATEGIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-side", type=int, default=0, help="resize short side first (default: --size)")
     p.add_argument("--tubelet", type=int, default=2)
     p.add_argument("--patch", type=int, default=16)
-    p.add_argument("--score-mode", default="boundary", choices=("boundary", "consecutive"))
+    p.add_argument("--score-mode", default="boundary", choices=SCORE_MODES)
     p.add_argument("--seed", type=int, default=0, help="seed of the random strategies")
     p.add_argument("--every", type=int, default=1, help="show every n-th frame")
     p.add_argument("--out", required=True, help="mask picture (PNG)")

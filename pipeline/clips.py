@@ -39,13 +39,9 @@ from pipeline.vocab import SHARD_SCORE_MODES
 from pipeline.config import Config, augment_side
 from pipeline.manifest import check_labels, read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
+from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD, forwarded_env
 
 log = logging.getLogger(__name__)
-
-# timm.data.constants.IMAGENET_DEFAULT_{MEAN,STD} (VideoMAE's normalisation), written out:
-# importing timm pulls in torchvision and costs every actor seconds at start-up.
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ("pixels", "scores", "label", "video_id", "view")
@@ -166,7 +162,7 @@ def rand_augment(config: str, size: int) -> Callable:
 
     hparams = {
         "translate_const": int(size * 0.45),
-        "img_mean": tuple(round(255 * m) for m in IMAGENET_DEFAULT_MEAN),
+        "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
     }
     return rand_augment_transform(config, hparams)
 
@@ -453,8 +449,8 @@ def to_model_inputs(
     x = pixels.permute(0, 4, 1, 2, 3).contiguous().float()  # [B, 3, T, S, S]
     # Built on the host and copied non_blocking: torch.tensor(..., device="cuda") is a
     # blocking copy, which waits for the GPU to finish the previous step.
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
-    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1).to(x.device, non_blocking=True) * 255
     x = x.sub_(mean).div_(std)
     scores = _tensor(batch["scores"]).to(device, non_blocking=True).float()
     labels = _tensor(batch["label"]).to(device, non_blocking=True).long()
@@ -478,26 +474,6 @@ SHARD_COLUMNS = (
     "cell", "cells_height", "cells_width", "pair_cells", "boundary_cells",
 )
 MEMBER_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.int64()), ("video_id", pa.int64())])
-# Environment handed to the actors: the AWS chain the driver sees (a cluster started
-# before these were set would not pass them on). Never logged (see `_Env`).
-FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-    "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
-    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
-)
-
-
-class _Env(dict):
-    """Environment for the actors; its repr names the variables only, so credentials never
-    land in a log line that prints actor arguments."""
-
-    def __repr__(self) -> str:
-        return f"_Env({sorted(self)})"
-
-
-def _forwarded_env() -> _Env:
-    return _Env({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
-
 
 @dataclass(frozen=True)
 class SplitVideos:
@@ -643,7 +619,7 @@ def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
         ds = ds.map_batches(
             ClipMaker,
-            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": _forwarded_env()},
+            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": forwarded_env()},
             batch_size=batch,
             batch_format="numpy",
             # Autoscaling from one actor: a fixed pool holding every CPU Ray Data may use

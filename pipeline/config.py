@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.vocab import AUGMENT_ON, DECODERS, SCORE_MODES, SCORE_STRATEGIES, SHARD_SCORE_MODES, STRATEGIES
+from pipeline.vocab import (AUGMENT_ON, DECODERS, SCORE_MODES, SCORE_STRATEGIES, SHARD_SCORE_MODES, STRATEGIES,
+                            running_cell_masked)
 
 MODEL_SIZES = ("tiny", "small", "base", "large")
 MODES = ("finetune", "pretrain")
@@ -376,7 +377,7 @@ def validate(cfg: Config) -> None:
     _check(e, k.strategy in STRATEGIES, f"masking.strategy={k.strategy!r}: allowed: {', '.join(STRATEGIES)}")
     _check(e, 0 <= k.ratio < 1, f"masking.ratio={k.ratio}: must be a masking ratio in [0, 1)")
     if k.strategy == "running_cell":
-        _check(e, 1 <= int(4 * k.ratio) <= 3,
+        _check(e, 1 <= running_cell_masked(k.ratio) <= 3,
                f"masking.ratio={k.ratio}: running_cell needs 0.25 <= ratio < 1")
     if k.strategy == "mgtc_threshold":
         _check(e, k.tau is not None or k.calibrated,

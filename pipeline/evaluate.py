@@ -49,11 +49,10 @@ from pipeline.model import (
     to_model_keys,
 )
 from pipeline.progress import progress
-from pipeline.selection import SCORE_STRATEGIES, Selection, select_tokens
+from pipeline.selection import Selection, select_tokens
 from pipeline.shards import calibrated_tau
 from pipeline.tracking import (
     TEST_PREFIX,
-    SecretEnv,
     find_train_run,
     finish_run,
     log_artifact_dict,
@@ -63,6 +62,7 @@ from pipeline.tracking import (
     start_run,
     summary_params,
 )
+from pipeline.vocab import SCORE_STRATEGIES, forwarded_env
 
 log = logging.getLogger(__name__)
 
@@ -306,14 +306,6 @@ def autocast(cfg: Config, device: torch.device):
 
 # ------------------------------------------------------------------------- Ray Data eval
 
-# The AWS chain the driver sees, handed to the eval actors when the checkpoint is on S3 (a
-# cluster started before these were set would not pass them on).
-FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-)
-
-
 
 
 class ViewClassifier:
@@ -372,7 +364,8 @@ def evaluate(cfg: Config, checkpoint: str, *, dataset=None, split: str = "test",
         expected_views = num_clips(cfg, split)
     tau = resolve_tau(cfg)
     s = cfg.scaling
-    env = SecretEnv({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}) if storage.is_s3(checkpoint) else None
+    # The driver's AWS chain, for actors that read the checkpoint from S3.
+    env = forwarded_env() if storage.is_s3(checkpoint) else None
     preds = dataset.map_batches(
         ViewClassifier,
         fn_constructor_kwargs={"cfg_dict": to_dict(cfg), "checkpoint": checkpoint, "tau": tau, "env": env},

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from pipeline.model import token_grid, vit_size
+from pipeline.model import vit_size
+from pipeline.vocab import token_grid
 
 
 @dataclass(frozen=True)

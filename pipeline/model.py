@@ -47,9 +47,7 @@ from pipeline.packing import (  # noqa: F401  (Packing, token_counts: public her
     token_counts,
 )
 from pipeline.selection import gather_tokens
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD, token_grid
 LN_EPS = 1e-6  # official VideoMAE; HF uses 1e-12 in blocks and 1e-5 in fc_norm
 VARLEN_MODES = ("packed", "padded")
 
@@ -79,24 +77,6 @@ def vit_size(size: str) -> VitSize:
     if size not in VIT_SIZES:
         raise ValueError(f"size={size!r} is not a model size; allowed: {', '.join(VIT_SIZES)}")
     return VIT_SIZES[size]
-
-
-def token_grid(
-    num_frames: int, height: int, width: int, tubelet_size: int, patch_size: int
-) -> tuple[int, int, int]:
-    """Token grid (T', H', W') of a clip; ValueError naming the argument that does not tile."""
-    if tubelet_size < 1 or patch_size < 1:
-        raise ValueError(f"tubelet_size={tubelet_size} and patch_size={patch_size} must be >= 1")
-    if num_frames < tubelet_size or num_frames % tubelet_size:
-        raise ValueError(
-            f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}"
-        )
-    for name, value in (("height", height), ("width", width)):
-        if value < patch_size or value % patch_size:
-            raise ValueError(
-                f"{name}={value} must be a positive multiple of patch_size={patch_size}"
-            )
-    return num_frames // tubelet_size, height // patch_size, width // patch_size
 
 
 def sincos_table(num_positions: int, dim: int, device: torch.device | None = None) -> Tensor:

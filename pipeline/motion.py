@@ -31,26 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.compensation import compensated_token_scores
-from pipeline.vocab import SCORE_MODES, SHARD_SCORE_MODES
-
-
-def boundary_distance(tubelet: int) -> int:
-    """Frames between the last frame of tubelet t and the first frame of tubelet t-1."""
-    return 2 * tubelet - 1
-
-
-def check_clip_shape(num_frames: int, height: int, width: int, tubelet: int, patch: int) -> None:
-    """Raise a ValueError naming the argument when a clip does not tile into tokens."""
-    if tubelet < 1 or patch < 1:
-        raise ValueError(f"tubelet and patch must be >= 1, got tubelet={tubelet}, patch={patch}")
-    if num_frames < tubelet or num_frames % tubelet:
-        raise ValueError(
-            f"num_frames={num_frames} must be a positive multiple of tubelet={tubelet}"
-        )
-    if height % patch or width % patch or height < patch or width < patch:
-        raise ValueError(
-            f"frame size {height}x{width} (height x width) must be divisible by patch={patch}"
-        )
+from pipeline.vocab import SCORE_MODES, SHARD_SCORE_MODES, boundary_distance, token_grid
 
 
 def _check_mode(mode: str, allowed: tuple[str, ...] = SCORE_MODES) -> None:
@@ -71,7 +52,7 @@ def token_scores(
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got shape {frames.shape}")
     t, h, w, _ = frames.shape
-    check_clip_shape(t, h, w, tubelet, patch)
+    token_grid(t, h, w, tubelet, patch)  # ValueError naming what does not tile
     if mode == "compensated":
         return compensated_token_scores(frames, tubelet, patch)
     x = frames.astype(np.float32) * np.float32(1 / 255)
@@ -101,7 +82,7 @@ def token_scores_torch(
     if x.ndim != 5 or x.shape[1] != 3:
         raise ValueError(f"x must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
     b, _, t, h, w = x.shape
-    check_clip_shape(t, h, w, tubelet, patch)
+    token_grid(t, h, w, tubelet, patch)  # ValueError naming what does not tile
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     if mode == "boundary":
         diff = (x[:, :, 2 * tubelet - 1 :: tubelet] - x[:, :, : t - tubelet : tubelet]).abs()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.vocab import SCORE_STRATEGIES, STRATEGIES
+from pipeline.vocab import SCORE_STRATEGIES, STRATEGIES, running_cell_masked
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def running_cell_pattern(grid: tuple[int, int, int], ratio: float, phase: int = 
     bottom-left, bottom-right), tiled over the grid (cropped when H' or W' is odd).
     """
     t, h, w = grid
-    n_mask = int(4 * check_ratio(ratio))
+    n_mask = running_cell_masked(check_ratio(ratio))
     if not 0 < n_mask < 4:
         raise ValueError(
             f"running_cell needs 0.25 <= ratio < 1 (int(4*ratio) in 1..3 masked per 2x2 cell), "

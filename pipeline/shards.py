@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
+from pipeline.vocab import boundary_distance
 
 SCHEMA_VERSION = 1
 SHARDS_DIR = "shards"
@@ -38,11 +39,6 @@ CALIBRATION_FILE = "calibration.json"
 CALIBRATION_PLOT = "calibration_hist.png"
 
 ERROR_STAGES = ("manifest", "read", "decode", "validate", "worker")
-
-
-def boundary_distance(tubelet: int) -> int:
-    """= pipeline.motion.boundary_distance, here without importing torch (decoder processes)."""
-    return 2 * tubelet - 1
 
 
 def cell_sum_dtype(cell: int) -> np.dtype:

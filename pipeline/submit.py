@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.vocab import git_commit, git_dirty
+
 log = logging.getLogger(__name__)
 
 JOB_MODULES = {
@@ -279,20 +281,6 @@ def submission_id(kind: str, name: str, now: datetime | None = None, suffix: str
     return f"mgtc-{_slug(kind)}-{_slug(name)}-{now:%Y%m%d-%H%M%S}-{suffix}"
 
 
-def git_commit(path: Path) -> tuple[str, bool]:
-    """(short sha, tracked files modified) of the repository holding `path`; ("unknown",
-    False) outside git. Dirty matters: the working dir ships uncommitted edits."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-    try:
-        sha = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
-    return sha, dirty
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -344,7 +332,7 @@ def plan_submission(kind: str, job_args: Sequence[str], *, runtime_env_path: Pat
     packed = check_upload_size(working_dir, env.get("excludes", [])) if "working_dir" in env else 0
     name = name or config_name(job_args)
     sub_id = sub_id or submission_id(kind, name, now)
-    commit, dirty = git_commit(working_dir)
+    commit, dirty = git_commit(working_dir, short=True), git_dirty(working_dir)
     metadata = {"mgtc_kind": kind, "mgtc_config": name, "git_commit": commit,
                 "git_dirty": str(dirty).lower(), "user": _user()}
     refuse_secrets(metadata.items(), "metadata")

@@ -31,7 +31,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import time
 import traceback
@@ -45,6 +44,7 @@ import yaml
 from pipeline import stats
 from pipeline.config import Config, ConfigError, flat_params, load_config, replace, to_dict
 from pipeline.progress import progress
+from pipeline.vocab import git_commit, ray_session
 
 TrainFn = Callable[[Config], Mapping[str, Any]]
 
@@ -582,7 +582,6 @@ def run_sweep(
     copy of the parent's artifacts under sweeps/<parent run name>/.
     """
     log = log or say
-    import ray
     from mlflow import MlflowClient
 
     from pipeline.tracking import run_folder
@@ -604,21 +603,11 @@ def run_sweep(
         configs = {t.name: trial_config(t, parent_run_id=parent_id, tracking_uri=uri,
                                         experiment=experiment, run_prefix=run_name)
                    for t in spec.trials}
-        if not ray.is_initialized():
-            from pipeline import raylog
-
-            raylog.prepare()
-            if os.environ.get("RAY_ADDRESS"):
-                ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
-            else:
-                from pipeline.localray import init_local
-
-                init_local(num_cpus=num_cpus, **raylog.init_kwargs())  # loopback only
-            raylog.after_init()
-        width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
-        log(f"running {len(configs)} trials, {width} at a time")
-        raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
-                              storage_path=str(runs / "tune"), log=log)
+        with ray_session(num_cpus=num_cpus):
+            width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
+            log(f"running {len(configs)} trials, {width} at a time")
+            raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
+                                  storage_path=str(runs / "tune"), log=log)
         results = [record_trial(client, exp_id, parent_id, t, configs[t.name], *raw[t.name],
                                 parent_start=parent.info.start_time, sweep_name=spec.options.name)
                    for t in spec.trials]
@@ -645,7 +634,7 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 
 def _parent_tags(spec: SweepSpec) -> dict[str, str]:
-    from pipeline.tracking import KIND_TAG, git_commit
+    from pipeline.tracking import KIND_TAG
 
     commit = git_commit()
     return {
@@ -660,7 +649,6 @@ def _parent_tags(spec: SweepSpec) -> dict[str, str]:
 def _log_parent_params(client: Any, run_id: str, spec: SweepSpec) -> None:
     from mlflow.entities import Param
 
-    from pipeline.tracking import git_commit
 
     grid = json.dumps(spec.grid, sort_keys=False, default=str)
     params = {

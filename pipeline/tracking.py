@@ -17,16 +17,14 @@ Nothing here logs environment variables: credentials never reach params, tags or
 A tracking URI with a password (`http://alice:PW@host`) is split once, in the driver: the
 user and password go to `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` (MLflow's
 own basic-auth settings, read by its REST client) and the URI used, logged and printed
-from then on is `http://host`; rank 0 gets the two values in a `SecretEnv` (repr hides them).
+from then on is `http://host`; rank 0 gets the two values in a `vocab.LogSafeEnv` (repr hides them).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import numpy as np
 
 from pipeline.config import Config, flat_params, redacted
 from pipeline.storage import redact
+from pipeline.vocab import LogSafeEnv, forwarded_env, git_commit, job_metadata
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +62,6 @@ def run_folder(cfg: Config) -> Path:
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
-class SecretEnv(dict):
-    """Environment variables whose repr shows the names only (actor arguments get logged)."""
-
-    def __repr__(self) -> str:
-        return f"SecretEnv({sorted(self)})"
-
-
 def take_credentials(uri: str) -> str:
     """`uri` without `user:password@`; the two go to MLflow's basic-auth environment
     variables of this process (see module doc). URIs without userinfo are returned as they are."""
@@ -84,9 +76,9 @@ def take_credentials(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=host))
 
 
-def credential_env() -> SecretEnv:
+def credential_env() -> LogSafeEnv:
     """The MLflow basic-auth variables of this process, for rank 0 on another node."""
-    return SecretEnv({k: os.environ[k] for k in CREDENTIAL_ENV if os.environ.get(k)})
+    return forwarded_env(CREDENTIAL_ENV)
 
 
 def resolve_tracking_uri(cfg: Config) -> str:
@@ -102,47 +94,13 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def git_commit(repo: str | Path | None = None) -> str:
-    """HEAD of the repository holding this code.
-
-    A job submitted with `mgtc submit` runs from an uploaded working dir without `.git`;
-    its submission metadata carries the commit (`git_commit`), which is used then.
-    'unknown' when neither is available.
-    """
-    where = Path(repo) if repo else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        )
-        if out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return _job_metadata().get("git_commit") or "unknown"
-
-
-def _job_metadata() -> dict[str, Any]:
-    """The metadata of the Ray job this process is the entrypoint of ({} otherwise).
-
-    Ray 2.60 passes the job's config as JSON in `RAY_JOB_CONFIG_JSON_ENV_VAR`.
-    """
-    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if not raw:
-        return {}
-    try:
-        meta = json.loads(raw).get("metadata", {})
-    except (ValueError, AttributeError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def ray_submission_id() -> str | None:
     """The Ray Jobs submission id when this process is a submitted job's entrypoint.
 
     Ray 2.60 sets no dedicated variable: the job supervisor passes the job's metadata as
     JSON in `RAY_JOB_CONFIG_JSON_ENV_VAR`, under `metadata.job_submission_id`.
     """
-    return _job_metadata().get("job_submission_id")
+    return job_metadata().get("job_submission_id")
 
 
 def summary_params(cfg: Config, *, world_size: int, tau: float | None) -> dict[str, Any]:

@@ -73,7 +73,7 @@ from pipeline.evaluate import (
     select_eval,
 )
 from pipeline.flops import EncoderShape, encoder_shape, mean_gmacs
-from pipeline.selection import SCORE_STRATEGIES, Selection, ids_to_mask, select_tokens
+from pipeline.selection import Selection, ids_to_mask, select_tokens
 from pipeline.tracking import (
     RunLogger,
     credential_env,
@@ -87,6 +87,7 @@ from pipeline.tracking import (
     summary_params,
 )
 from pipeline.train_progress import StepPoster, watch_training
+from pipeline.vocab import SCORE_STRATEGIES, token_grid
 
 # Test hook, never set in production: "<epoch>:<marker file>" makes the last rank exit hard
 # after the first step of that epoch, once (the marker file records that it happened).
@@ -139,7 +140,7 @@ def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int)
     shape = encoder_shape(
         m.size, num_frames=d.num_frames, img_size=d.input_size, patch_size=m.patch, tubelet_size=m.tubelet
     )
-    grid = (d.num_frames // m.tubelet, d.input_size // m.patch, d.input_size // m.patch)
+    grid = token_grid(d.num_frames, d.input_size, d.input_size, m.tubelet, m.patch)
     recipe = Recipe(
         cfg=cfg, device=device, tau=tau, grid=grid, shape=shape,
         generator=torch.Generator().manual_seed(cfg.optim.seed + rank),

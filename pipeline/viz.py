@@ -22,21 +22,11 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
 from pipeline.selection import ids_to_mask, select_tokens
+from pipeline.vocab import token_grid
 
 GREY = 128  # the value dropped pixels are pulled towards
 GREY_STRENGTH = 0.75  # 1.0 = solid grey; below 1 the dropped content stays faintly visible
 GAP_VALUE = 255  # white separators between panel cells
-
-
-def token_grid(frames: np.ndarray, tubelet: int, patch: int) -> tuple[int, int, int]:
-    """(T', H', W') of a clip [T, H, W, 3]."""
-    t, h, w = frames.shape[:3]
-    if t % tubelet or h % patch or w % patch:
-        raise ValueError(
-            f"clip {t}x{h}x{w} (frames x height x width) does not tile into "
-            f"tubelet={tubelet} x patch={patch} tokens"
-        )
-    return t // tubelet, h // patch, w // patch
 
 
 def expand_keep(keep: np.ndarray, tubelet: int, patch: int) -> np.ndarray:
@@ -55,7 +45,7 @@ def grey_out(
     Returns [T, H, W, 3] uint8: kept pixels unchanged, dropped pixels
     round((1 - strength) * pixel + strength * GREY).
     """
-    grid = token_grid(frames, tubelet, patch)
+    grid = token_grid(*frames.shape[:3], tubelet, patch)
     if tuple(np.shape(keep)) != grid:
         raise ValueError(f"keep mask shape {np.shape(keep)} != token grid {grid}")
     pixel_keep = expand_keep(keep, tubelet, patch)[..., None]  # [T, H, W, 1]
@@ -160,7 +150,7 @@ def heatmap_figure(
     slice's token scores on top) and a last column with the mean over slices
     (`motion_heatmap`). One colour scale for all columns, so brightness compares across time.
     """
-    grid = token_grid(frames, tubelet, patch)
+    grid = token_grid(*frames.shape[:3], tubelet, patch)
     if tuple(scores.shape) != grid:
         raise ValueError(f"scores shape {scores.shape} != token grid {grid}")
     slices = list(range(1, grid[0]))

@@ -264,8 +264,8 @@ def test_empty_clip_is_rejected():
     ("kwargs", "match"),
     [
         (dict(size="huge"), "size='huge'.*tiny, small, base, large"),
-        (dict(num_frames=5), "num_frames=5.*tubelet_size=2"),
-        (dict(img_size=40), "height=40.*patch_size=16"),
+        (dict(num_frames=5), "num_frames=5.*tubelet=2"),
+        (dict(img_size=40), "height=40.*patch=16"),
     ],
 )
 def test_bad_model_arguments(kwargs, match):

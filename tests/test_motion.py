@@ -94,7 +94,7 @@ def test_moving_square_tokens_are_exactly_the_ones_above_tau(mode):
 @pytest.mark.parametrize(
     "shape, match",
     [((7, 32, 32, 3), "num_frames=7 must be a positive multiple of tubelet=2"),
-     ((8, 30, 32, 3), "frame size 30x32"),
+     ((8, 30, 32, 3), "height=30 must be a positive multiple of patch=16"),
      ((8, 32, 32), r"frames must be \[T, H, W, 3\]")],
 )
 def test_bad_clip_shapes_are_named(shape, match):

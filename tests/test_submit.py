@@ -30,6 +30,7 @@ import yaml
 from jobs import jobs_cmd
 from jobs import submit as submit_cli
 from pipeline import submit as sub
+from pipeline.vocab import git_commit, git_dirty
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_ENV = REPO / "cluster" / "runtime_env.yaml"
@@ -228,10 +229,10 @@ def test_oversized_working_dir_names_the_biggest_offenders(tmp_path):
 
 
 def test_git_commit_and_metadata(fake_project, tmp_path):
-    assert sub.git_commit(tmp_path) == ("unknown", False)
+    assert (git_commit(tmp_path, short=True), git_dirty(tmp_path)) == ("unknown", False)
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
-    assert sub.git_commit(REPO)[0] == sha
+    assert git_commit(REPO, short=True) == sha
 
     plan = sub.plan_submission("train", ["--config", "cfg/tiny.yaml", "--exit-code", "0"],
                                runtime_env_path=fake_project / "runtime_env.yaml", base_dir=fake_project,

@@ -17,7 +17,6 @@ from pipeline.tracking import (
     RUN_NAME_TAG,
     RunLogger,
     finish_run,
-    git_commit,
     mask_overlay,
     ray_submission_id,
     resolve_tracking_uri,
@@ -25,6 +24,7 @@ from pipeline.tracking import (
     start_run,
     summary_params,
 )
+from pipeline.vocab import git_commit
 
 CONFIG = """
 data: {{train_manifest: data/train.csv, shards: data/shards, num_classes: 5, num_frames: 16, sampling_rate: 2}}

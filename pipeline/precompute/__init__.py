@@ -27,13 +27,12 @@ from pipeline.precompute.config import (COMPRESSIONS, SCORE_MODES, SHARD_FIELDS,
                                         config_from_mapping, load_config)
 from pipeline.precompute.decoder import DecoderProcess, child_main
 from pipeline.precompute.job import Summary, format_summary, manifest_fingerprint, run_precompute, split_parts
-from pipeline.precompute.parts import (FAULT_ENV, FORWARDED_ENV, ForwardedEnv, PartWorker, commit_part,
-                                       part_marker, reason_category)
+from pipeline.precompute.parts import FAULT_ENV, PartWorker, commit_part, part_marker, reason_category
 from pipeline.precompute.scoring import CellScorer, VideoError, check_length, score_video, warm_up_scoring
 
 __all__ = [
-    "COMPRESSIONS", "FAULT_ENV", "FORWARDED_ENV", "SCORE_MODES", "SHARD_FIELDS", "CellScorer", "ConfigError",
-    "DecoderProcess", "ForwardedEnv", "PartWorker", "PrecomputeConfig", "Summary", "VideoError", "check_length",
+    "COMPRESSIONS", "FAULT_ENV", "SCORE_MODES", "SHARD_FIELDS", "CellScorer", "ConfigError",
+    "DecoderProcess", "PartWorker", "PrecomputeConfig", "Summary", "VideoError", "check_length",
     "child_main", "commit_part", "config_from_mapping", "format_summary", "load_config", "manifest_fingerprint",
     "part_marker", "reason_category", "run_precompute", "score_video", "split_parts", "warm_up_scoring",
 ]

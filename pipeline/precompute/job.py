@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections import Counter
@@ -16,9 +15,9 @@ from typing import Any, Callable
 from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow, check_labels, read_manifest
 from pipeline.precompute.config import ConfigError, PrecomputeConfig
-from pipeline.precompute.parts import (ForwardedEnv, PartWorker, _apply_endpoint, _commit_failed_part,
-                                       _row_dict)
+from pipeline.precompute.parts import FAULT_ENV, PartWorker, _apply_endpoint, _commit_failed_part, _row_dict
 from pipeline.progress import progress
+from pipeline.vocab import FORWARDED_ENV, forwarded_env, ray_session
 
 
 @dataclass
@@ -129,25 +128,6 @@ def _check_or_write_meta(out: str, cfg: PrecomputeConfig, manifest_uri: str, row
         )
 
 
-def _ensure_ray() -> bool:
-    """Connect to the cluster in RAY_ADDRESS (ray job submit), or reuse / start a local Ray.
-    Returns True when this call started Ray (and the caller must shut it down)."""
-    import ray
-
-    from pipeline import raylog
-    from pipeline.localray import init_local
-
-    if ray.is_initialized():
-        return False
-    raylog.prepare()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
-    else:
-        init_local(**raylog.init_kwargs())  # loopback only
-    raylog.after_init()
-    return True
-
-
 @contextlib.contextmanager
 def _data_context(**settings):
     """Set DataContext fields for this job only (the driver may run other datasets)."""
@@ -177,8 +157,7 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    started = _ensure_ray()
-    try:
+    with ray_session():
         actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actors = min(actors, len(todo))
         items = [{"part": p, "rows": json.dumps([_row_dict(r) for r in rows])} for p, rows in todo.items()]
@@ -199,7 +178,7 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
                     PartWorker,
                     fn_constructor_kwargs={
                         "config": dataclasses.asdict(cfg), "out": out,
-                        "env": ForwardedEnv.from_environ() if cfg.forward_env else None,
+                        "env": forwarded_env((*FORWARDED_ENV, *FAULT_ENV)) if cfg.forward_env else None,
                     },
                     batch_size=1,
                     compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
@@ -220,9 +199,6 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
                     failure = storage.redact(f"{type(err).__name__}: {err}")[:500]
                     bar.line(f"Ray Data stopped early: {failure}")
         return done, failure
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,

@@ -19,38 +19,16 @@ from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow
 from pipeline.precompute.config import PrecomputeConfig
 from pipeline.precompute.decoder import DecoderProcess
+from pipeline.vocab import LogSafeEnv
 
-# Test hooks (see _fault_hooks and PartWorker.process_part); inert unless set.
+# Test hooks (see _fault_hooks and PartWorker.process_part); inert unless set. The driver
+# forwards them to the workers with the AWS chain (vocab.FORWARDED_ENV).
 FAULT_ENV = ("MGTC_FAULT_CRASH", "MGTC_FAULT_HANG", "MGTC_FAULT_DELAY_S", "MGTC_FAULT_WORKER_EXIT")
-# Environment handed to workers: the AWS chain the driver sees (Ray workers started before
-# these were set would not see them) and the fault-injection hooks used by the tests.
-FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-    "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
-    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CA_BUNDLE",
-    *FAULT_ENV,
-)
-
 
 
 def reason_category(reason: str) -> str:
     """'decoder crashed: signal 11 (SIGSEGV)' -> 'decoder crashed' (summary grouping)."""
     return reason.split(":", 1)[0].strip() or "unknown"
-
-
-class ForwardedEnv:
-    """Environment variables handed to the workers. The repr shows names only, so that
-    credentials never land in a log line that prints actor arguments."""
-
-    def __init__(self, values: dict[str, str]):
-        self.values = dict(values)
-
-    def __repr__(self) -> str:
-        return f"ForwardedEnv({sorted(self.values)})"
-
-    @classmethod
-    def from_environ(cls) -> "ForwardedEnv":
-        return cls({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
 
 
 def _apply_endpoint(cfg: PrecomputeConfig) -> None:
@@ -112,11 +90,11 @@ class PartWorker:
     `PartWorker(config, out)(batch)` on a numpy batch.
     """
 
-    def __init__(self, config: dict, out: str, env: ForwardedEnv | None = None):
+    def __init__(self, config: dict, out: str, env: LogSafeEnv | None = None):
         if env is not None:
             for key in FAULT_ENV:  # the driver's hooks only, never a stale one
                 os.environ.pop(key, None)
-            os.environ.update(env.values)
+            os.environ.update(env)
         self.config = dict(config)
         self.cfg = PrecomputeConfig(**self.config)
         _apply_endpoint(self.cfg)

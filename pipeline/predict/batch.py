@@ -36,6 +36,7 @@ from pipeline import shards, storage
 from pipeline.manifest import ManifestRow, check_labels, parse_manifest, resolve_path
 from pipeline.precompute import manifest_fingerprint, split_parts
 from pipeline.predict.loading import Masking
+from pipeline.vocab import forwarded_env, ray_session
 
 PREDICTIONS_DIR = "predictions"
 META_FILE = "_predict.json"
@@ -95,19 +96,6 @@ def read_video_list(uri: str) -> list[ManifestRow]:
 
 
 # ------------------------------------------------------------------------- Ray Data stages
-
-
-class _Env(dict):
-    """Environment for the actors (the driver's AWS chain); repr names the variables only."""
-
-    def __repr__(self) -> str:
-        return f"_Env({sorted(self)})"
-
-
-def forwarded_env() -> _Env:
-    from pipeline.clips import FORWARDED_ENV
-
-    return _Env({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
 
 
 class ViewDecoder:
@@ -345,9 +333,8 @@ def run_batch(manifest: str, out: str, settings: BatchSettings, *, log: Callable
     failure = ""
     run_start = time.monotonic()
     if items:
-        started = _ensure_ray()
-        run_start = time.monotonic()  # clips/s counts the pipeline (actor start included), not Ray's start
-        try:
+        with ray_session():
+            run_start = time.monotonic()  # clips/s counts the pipeline (actor start included), not Ray's start
             resources = ray.cluster_resources()
             gpus = int(resources.get("GPU", 0))
             cpus = max(1, int(resources.get("CPU", 1)))
@@ -386,9 +373,6 @@ def run_batch(manifest: str, out: str, settings: BatchSettings, *, log: Callable
                 log(f"[predict] Ray Data stopped early: {failure}")
             finally:
                 ctx.max_errored_blocks = saved
-        finally:
-            if started:
-                ray.shutdown()
     else:
         log(f"[predict] all {len(parts)} parts of {storage.redact(out)} are already committed")
     seconds = time.monotonic() - run_start
@@ -452,22 +436,6 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  top-1 / top-5   {s['top1']:.2f}%{top5} ({s['labelled_videos']:.0f} labelled videos, whole output)")
     lines.append(f"  output          {s['out']}/{PREDICTIONS_DIR}/")
     return "\n".join(lines)
-
-
-def _ensure_ray() -> bool:
-    """Connect to RAY_ADDRESS (ray job submit) or start a local Ray bound to 127.0.0.1
-    (`pipeline.localray`); True when this call started it."""
-    import ray
-
-    from pipeline.localray import init_local
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        init_local()
-    return True
 
 
 # ------------------------------------------------------------------------- the job
