@@ -398,8 +398,12 @@ def ray_train_step(config: dict) -> None:
     optimizer.step()
     total = torch.ones(1, device=device)
     dist.all_reduce(total)
-    ray.train.report({"loss": float(loss), "all_reduce": float(total), "backend": dist.get_backend(),
-                      "device": str(device), "logits_dtype": str(logits.dtype)})
+    metrics = {"loss": float(loss), "all_reduce": float(total), "backend": dist.get_backend(),
+               "device": str(device), "logits_dtype": str(logits.dtype)}
+    # Ray Train 2.x keeps a report's metrics in the Result only with a checkpoint.
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "step.txt").write_text("1")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def check_ray(plan: Plan) -> list[Row]:
@@ -431,7 +435,7 @@ def check_ray(plan: Plan) -> list[Row]:
                 scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=plan.cuda, resources_per_worker={"CPU": 1}),
                 run_config=ray.train.RunConfig(name="bench-gpu", storage_path=storage),
             )
-            metrics = trainer.fit().metrics
+            metrics = trainer.fit().metrics or {}
     finally:
         if started_here:
             ray.shutdown()
