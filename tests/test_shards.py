@@ -15,6 +15,7 @@ import torch
 
 from pipeline import motion, precompute, shards, video
 from pipeline.selection import mgtc_ratio_keep
+from pipeline.vocab import SHARD_SCORE_MODES
 from _videos import make_video
 
 
@@ -157,7 +158,7 @@ def scored_video(tmp_path_factory):
     return frames, pair, boundary
 
 
-@pytest.mark.parametrize("mode", motion.SCORE_MODES)
+@pytest.mark.parametrize("mode", SHARD_SCORE_MODES)
 def test_eval_views_keep_the_same_tokens_as_the_decoded_clip(scored_video, mode):
     """VideoMAE's 5 x 3 test views: shard scores equal direct scores up to float rounding,
     and the kept tokens are identical up to ties (tokens whose scores are equal up to float
@@ -186,13 +187,13 @@ def test_augmented_training_crops_agree_closely(scored_video, capsys):
     frames, pair, boundary = scored_video
     h, w = frames.shape[1:3]
     rng = np.random.default_rng(0)
-    agree = {(m, r): [] for m in motion.SCORE_MODES for r in (0.25, 0.5)}
+    agree = {(m, r): [] for m in SHARD_SCORE_MODES for r in (0.25, 0.5)}
     for _ in range(24):
         ids = video.train_window(len(frames), 16, rng)
         box = _rrc_box(rng, h, w)
         flip = bool(rng.integers(0, 2))
         pixels = crop_resize(frames[ids], box, 224, flip)
-        for mode in motion.SCORE_MODES:
+        for mode in SHARD_SCORE_MODES:
             direct = motion.token_scores(pixels, 2, 16, mode)
             pooled = motion.token_scores_from_cells(pair, boundary, ids, box, (14, 14), 8, 2, mode, flip)
             for ratio in (0.25, 0.5):
