@@ -446,6 +446,13 @@ def say(line: str) -> None:
 _BARS: dict[int, Any] = {}  # the driver's live displays, by key (Tune pickles its callbacks)
 
 
+def _bar(key: int | None) -> Any:
+    """The driver's live display for `key`, or None. The callback class below is pickled by
+    value, with the globals it names: it must name this function, never `_BARS`, whose
+    displays hold the terminal's file objects (which do not pickle)."""
+    return _BARS.get(key)
+
+
 def _progress_callback(total: int, log: Callable[[str], None], bar_key: int | None = None):
     """A Tune callback: one line per trial as it ends, a failed one with its reason, and the
     live display's trials done / running / failed (Tune itself runs silent)."""
@@ -457,7 +464,7 @@ def _progress_callback(total: int, log: Callable[[str], None], bar_key: int | No
             self.start = time.monotonic()
 
         def _draw(self) -> None:
-            bar = _BARS.get(bar_key)
+            bar = _bar(bar_key)
             if bar is not None:
                 bar.update(self.done, running=self.running, failed=self.failed)
 
