@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(BIN)/mgtc demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q --durations=15 -m "not integration"
 
 bench: $(STAMP)
 	$(BIN)/mgtc bench
