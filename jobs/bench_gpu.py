@@ -319,7 +319,7 @@ def training_step(strategy: str, plan: Plan) -> Callable[[], None]:
     -> epoch counters) with the project's own functions, on a synthetic batch."""
     from pipeline.clips import to_model_inputs
     from pipeline.config import load_config
-    from pipeline.evaluate import make_model
+    from pipeline.modeling import make_model
     from pipeline.training import EpochCounters, make_optimizer, make_recipe, select_train
 
     extra = ["masking.tau=0.02"] if strategy == "mgtc_threshold" else ["masking.ratio=0.5"]
@@ -377,8 +377,7 @@ def ray_train_step(config: dict) -> None:
     import torch.distributed as dist
 
     from pipeline.config import from_dict
-    from pipeline.evaluate import autocast as run_autocast
-    from pipeline.evaluate import make_model
+    from pipeline.modeling import autocast as run_autocast, make_model
     from pipeline.training import make_optimizer, make_recipe, select_train
 
     cfg = from_dict(config["cfg"])

@@ -75,7 +75,7 @@ def make_checkpoint(folder: Path, size: str) -> Path:
     import torch
 
     from pipeline.config import load_config, to_dict
-    from pipeline.evaluate import STATE_FILE, make_model
+    from pipeline.modeling import STATE_FILE, make_model
 
     cfg = load_config(None, [f"model.size={size}", "data.train_manifest=x", "data.num_classes=400",
                              "data.num_frames=16", "data.sampling_rate=4", "data.input_size=224",

@@ -5,7 +5,7 @@ runs on a laptop and on a GPU cluster (docs/TRAINING.md, "GPU path"):
 
 | field | on CUDA | on CPU |
 |---|---|---|
-| `scaling.precision: bf16` | bf16 autocast, loss in fp32 (`evaluate.autocast`) | fp32 |
+| `scaling.precision: bf16` | bf16 autocast, loss in fp32 (`modeling.autocast`) | fp32 |
 | `scaling.tf32: true` | fp32 matmuls may use TF32 (`torch.set_float32_matmul_precision("high")`) | - |
 | `scaling.pin_memory: true` | batches land in pinned host memory; copies are `non_blocking` | - |
 | `model.compile: true` | `torch.compile` of every transformer block (`compile_blocks`) | - |

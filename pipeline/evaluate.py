@@ -1,14 +1,9 @@
 """Evaluation: multi-view test (clips x crops), softmax averaged per video, top-1 / top-5.
 
-VideoMAE's test protocol (`run_class_finetuning.py: merge`): every view of a video is
-classified on its own, the softmax of each view is taken, and the probabilities of all views
-of one video are averaged; top-k is read off the average. `average_views` is that rule as a
-pure function; `VideoScores` accumulates it batch by batch and merges across ranks (sums and
-counts all-reduce exactly, whatever rank saw which view).
-
-Token selection at evaluation is deterministic: `none`, `mgtc_*` (from the clip's scores),
-`running_cell` (phase 0, as MAR's test mask), and `random` / `tube` seeded per view from
-(seed, video_id, view), so a view drops the same tokens whatever batch or rank it lands in.
+VideoMAE's test protocol: every view is classified on its own and the softmax of the views
+of one video is averaged (`pipeline.multiview`). Token selection at evaluation is
+deterministic per view (`selection.select_views`): a view drops the same tokens whatever
+batch or rank it lands in. The model and its weights come from `pipeline.modeling`.
 
 `evaluate(cfg, checkpoint)` runs the test split as a Ray Data `map_batches` over an actor
 pool of `ViewClassifier`s (one model per actor, GPU actors when `scaling.use_gpu`) and
@@ -17,40 +12,26 @@ reduces the per-view probabilities on the driver, streaming.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import ray
 import torch
-import torch.distributed as dist
-from torch import nn
 
 from pipeline import storage
 from pipeline.clips import clip_dataset, num_clips, to_model_inputs
 from pipeline.config import Config, from_dict, to_dict
 from pipeline.flops import encoder_shape, gmacs_per_view
-from pipeline.model import (
-    CheckpointError,
-    LoadReport,
-    build_model,
-    build_pretrain_model,
-    extract_state_dict,
-    load_videomae_checkpoint,
-    plan_load,
-    read_checkpoint,
-    to_model_keys,
-)
+from pipeline.modeling import autocast, flush_denormals, load_weights, make_model
+from pipeline.multiview import VideoScores
 from pipeline.progress import progress
-from pipeline.selection import Selection, select_tokens
-from pipeline.shards import calibrated_tau
+from pipeline.selection import select_views
+from pipeline.shards import resolve_tau
 from pipeline.tracking import (
     TEST_PREFIX,
     find_train_run,
@@ -62,250 +43,14 @@ from pipeline.tracking import (
     start_run,
     summary_params,
 )
-from pipeline.vocab import SCORE_STRATEGIES, forwarded_env
+from pipeline.vocab import forwarded_env
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"  # our training checkpoints: <checkpoint dir>/state.pt
 
 
-# ------------------------------------------------------------------------- multi-view rule
-
-
-def average_views(
-    video_ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Softmax per view, then the mean per video.
-
-    video_ids: [M] int, logits: [M, C], labels: [M] (the same label on every view of a video).
-    Returns (ids [V] ascending unique, probs [V, C] mean softmax, labels [V]).
-    """
-    ids, inverse = torch.unique(video_ids, return_inverse=True)
-    probs = logits.float().softmax(dim=-1)
-    sums = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
-    counts = torch.bincount(inverse, minlength=len(ids)).to(probs.dtype)
-    video_labels = labels.new_zeros(len(ids)).scatter_(0, inverse, labels)
-    return ids, sums / counts[:, None], video_labels
-
-
-def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """probs: [V, C], labels: [V] -> {"top1": %, "top5": %}; k is capped at C."""
-    if len(labels) == 0:
-        return {f"top{k}": float("nan") for k in ks}
-    top = probs.topk(min(max(ks), probs.shape[1]), dim=1).indices  # [V, kmax]
-    hits = top == labels[:, None]
-    return {f"top{k}": 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
-
-
-@dataclass
-class VideoScores:
-    """Running per-video sums of view probabilities: {video_id: (sum [C], views, label)}.
-
-    Dictionary-backed so a rank only holds the videos it saw; `merge_across_ranks` turns it
-    into dense tensors over the largest id of any rank and all-reduces them.
-    """
-
-    num_classes: int
-    sums: dict[int, np.ndarray] = field(default_factory=dict)
-    counts: dict[int, int] = field(default_factory=dict)
-    labels: dict[int, int] = field(default_factory=dict)
-    views: int = 0
-
-    def add(self, video_ids: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> None:
-        """video_ids: [B], probs: [B, C] softmax of each view, labels: [B]."""
-        for vid, p, y in zip(video_ids.tolist(), probs, labels.tolist()):
-            if vid in self.sums:
-                self.sums[vid] += p
-                self.counts[vid] += 1
-            else:
-                self.sums[vid], self.counts[vid], self.labels[vid] = p.astype(np.float64), 1, y
-        self.views += len(video_ids)
-
-    def dense(self, num_videos: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sums [V, C] float64, counts [V] float64, labels [V] int64, -1 where unseen)."""
-        sums = torch.zeros(num_videos, self.num_classes, dtype=torch.float64)
-        counts = torch.zeros(num_videos, dtype=torch.float64)
-        labels = torch.full((num_videos,), -1, dtype=torch.int64)
-        if self.sums:
-            ids = torch.tensor(list(self.sums))
-            sums[ids] = torch.from_numpy(np.stack(list(self.sums.values())))
-            counts[ids] = torch.tensor(list(self.counts.values()), dtype=torch.float64)
-            labels[ids] = torch.tensor([self.labels[i] for i in self.sums])
-        return sums, counts, labels
-
-    def predictions(self) -> dict[str, list[int]]:
-        """Per video seen here, ascending id: {"video_id", "label", "pred"} (argmax of the
-        averaged softmax), for paired comparisons across runs (`pipeline.stats`)."""
-        ids = sorted(self.sums)
-        return {"video_id": ids, "label": [int(self.labels[i]) for i in ids],
-                "pred": [int(np.argmax(self.sums[i])) for i in ids]}
-
-    def merge_across_ranks(self, device: torch.device) -> dict[str, float]:
-        """All-reduce over the process group (if any) and score: top1, top5, videos, views."""
-        distributed = dist.is_available() and dist.is_initialized()
-        top_id = torch.tensor([max(self.sums, default=-1), self.views], device=device)
-        if distributed:
-            dist.all_reduce(top_id[:1], op=dist.ReduceOp.MAX)
-            dist.all_reduce(top_id[1:], op=dist.ReduceOp.SUM)
-        sums, counts, labels = (t.to(device) for t in self.dense(int(top_id[0]) + 1))
-        if distributed:
-            dist.all_reduce(sums)
-            dist.all_reduce(counts)
-            dist.all_reduce(labels, op=dist.ReduceOp.MAX)
-        seen = counts > 0
-        probs = sums[seen] / counts[seen, None]
-        metrics = topk_accuracy(probs, labels[seen])
-        return {**metrics, "videos": float(seen.sum()), "views": float(top_id[1])}
-
-
-# ------------------------------------------------------------------------- selection at eval
-
-
-def view_generator(seed: int, video_id: int, view: int) -> torch.Generator:
-    """The generator of one view: the same tokens whatever batch / rank the view is in."""
-    return torch.Generator().manual_seed(hash((int(seed), int(video_id), int(view))) % 2**63)
-
-
-def select_eval(
-    cfg: Config, scores: torch.Tensor, video_ids: torch.Tensor, views: torch.Tensor, tau: float | None
-) -> Selection:
-    """Deterministic token selection of a batch of views; see the module docstring.
-
-    scores: [B, T', H', W'] (on any device); video_ids, views: [B]. Returns CPU/device
-    tensors as `select_tokens` gives them (callers move them to the model's device).
-    """
-    k = cfg.masking
-    if k.strategy in ("random", "tube"):
-        grid = tuple(scores.shape[1:])
-        rows = [
-            select_tokens(k.strategy, grid=grid, batch=1, ratio=k.ratio, generator=view_generator(cfg.optim.seed, v, w))
-            for v, w in zip(video_ids.tolist(), views.tolist())
-        ]
-        return Selection(torch.cat([r.ids_keep for r in rows]))
-    on_scores = scores if k.strategy in SCORE_STRATEGIES else None
-    return select_tokens(
-        k.strategy, scores=on_scores, grid=tuple(scores.shape[1:]), batch=scores.shape[0], ratio=k.ratio, tau=tau
-    )
-
-
-# ------------------------------------------------------------------------- tau
-
-
-def resolve_tau(cfg: Config) -> float | None:
-    """The threshold of `mgtc_threshold`: `masking.tau`, or the calibrated one from
-    `<data.shards>/calibration.json` (`mgtc calibrate`) for this sampling rate and score mode
-    when `masking.calibrated`. None for every other strategy."""
-    k = cfg.masking
-    if k.strategy != "mgtc_threshold":
-        return None
-    if not k.calibrated:
-        return float(k.tau)
-    return calibrated_tau(cfg.data.shards, cfg.data.sampling_rate, score_mode=k.score_mode)
-
-
-# ------------------------------------------------------------------------- model + checkpoint
-
-
-def flush_denormals(device: torch.device) -> None:
-    """On CPU, treat denormal floats as zero. Trained weights produce denormal intermediates
-    (attention softmax, gradients) that x86 CPUs compute 10-100x slower: measured, a trained
-    ViT-tiny step cost 1.26x that of the same step with flushing (fresh weights: 1.01x), so
-    the runs that learn best ran slowest. The values involved are below 1.2e-38."""
-    if torch.device(device).type == "cpu":
-        torch.set_flush_denormal(True)
-
-
-def make_model(cfg: Config) -> nn.Module:
-    """The network of `cfg`: VideoMAE classifier (finetune) or MAE model (pretrain)."""
-    m, d = cfg.model, cfg.data
-    common = dict(
-        num_frames=d.num_frames, img_size=d.input_size, patch_size=m.patch, tubelet_size=m.tubelet,
-        drop_path_rate=m.drop_path, fused_attn=m.fused_attn,
-    )
-    if cfg.optim.mode == "pretrain":
-        return build_pretrain_model(m.size, **common)
-    return build_model(m.size, d.num_classes, fc_drop_rate=m.fc_drop, head_init_scale=m.head_init_scale, **common)
-
-
-def load_weights(model: nn.Module, uri: str, *, allow_pickle: bool = False) -> str:
-    """Load weights from a checkpoint URI (local or s3://) into `model`; returns what was read.
-
-    A directory is one of our training checkpoints (`state.pt`, loaded strictly with the
-    weights-only unpickler); a file is an official VideoMAE / our own `.pt`, loaded through
-    `load_videomae_checkpoint` (non-strict, prefixes handled, head dropped on a class-count
-    change, refused when it lacks the encoder). Raises CheckpointError naming the file.
-    """
-    fs, path = storage.filesystem_for(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        state_uri = storage.join(uri, STATE_FILE)
-        with _local_copy(state_uri) as local:
-            state = read_checkpoint(local)
-        weights, _ = plan_load(model, _training_weights(state, state_uri), storage.redact(state_uri), strict=True)
-        model.load_state_dict(weights)
-        return state_uri
-    with _local_copy(uri) as local:
-        try:
-            load_videomae_checkpoint(model, local, allow_pickle=allow_pickle)
-        except CheckpointError as err:
-            raise CheckpointError(str(err).replace(str(local), storage.redact(uri))) from None
-    return uri
-
-
-@contextlib.contextmanager
-def _local_copy(uri: str):
-    """`storage.download_to_temp`, with a missing file as a CheckpointError naming the URI."""
-    try:
-        with storage.download_to_temp(uri) as local:
-            yield local
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {storage.redact(uri)}: no such file") from None
-
-
-def _training_weights(state: Any, uri: str) -> dict:
-    if not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"checkpoint {storage.redact(uri)}: not a training checkpoint (no 'model' weights)")
-    return state["model"]
-
-
-def check_weights(cfg: Config, uri: str) -> LoadReport:
-    """Read and validate the checkpoint `uri` for `cfg`'s model in the driver, before Ray
-    starts, so a wrong file fails in seconds with one line instead of inside every actor.
-
-    The model is built on the meta device (names and shapes only, no memory). Returns the
-    LoadReport (missing / unexpected / dropped keys) for the caller to print; raises
-    CheckpointError (missing, empty, truncated, not a checkpoint, needs allow_pickle, lacks
-    the encoder, other shapes).
-    """
-    with torch.device("meta"):
-        model = make_model(cfg)
-    shown = storage.redact(uri)
-    fs, path = storage.filesystem_for(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise CheckpointError(f"checkpoint {shown}: no such file or directory")
-    if info.type == pafs.FileType.Directory:
-        state_uri = storage.join(uri, STATE_FILE)
-        with _local_copy(state_uri) as local:
-            state = read_checkpoint(local)
-        _, report = plan_load(model, _training_weights(state, state_uri), storage.redact(state_uri), strict=True)
-        return report
-    with _local_copy(uri) as local:
-        try:
-            checkpoint = read_checkpoint(local, allow_pickle=cfg.model.allow_pickle)
-        except CheckpointError as err:
-            raise CheckpointError(str(err).replace(str(local), shown)) from None
-    _, report = plan_load(model, to_model_keys(extract_state_dict(checkpoint), model), shown)
-    return report
-
-
-def autocast(cfg: Config, device: torch.device):
-    """bf16 autocast on GPU when `scaling.precision == "bf16"`, else a no-op context."""
-    enabled = cfg.scaling.precision == "bf16" and device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 # ------------------------------------------------------------------------- Ray Data eval
-
 
 
 class ViewClassifier:
@@ -331,7 +76,8 @@ class ViewClassifier:
         x, scores, labels = to_model_inputs(batch, self.device)
         ids = torch.as_tensor(batch["video_id"])
         views = torch.as_tensor(batch["view"])
-        sel = select_eval(self.cfg, scores, ids, views, self.tau)
+        k = self.cfg.masking
+        sel = select_views(k.strategy, scores, ids, views, ratio=k.ratio, tau=self.tau, seed=self.cfg.optim.seed)
         keep_mask = None if sel.keep_mask is None else sel.keep_mask.to(self.device)
         with autocast(self.cfg, self.device):
             logits = self.model(x, sel.ids_keep.to(self.device), keep_mask)

@@ -233,6 +233,34 @@ def select_tokens(
     return mgtc_threshold_keep(scores, tau)
 
 
+def view_generator(seed: int, video_id: int, view: int) -> torch.Generator:
+    """The generator of one test / validation view: the same tokens whatever batch or rank
+    the view is in."""
+    return torch.Generator().manual_seed(hash((int(seed), int(video_id), int(view))) % 2**63)
+
+
+def select_views(
+    strategy: str, scores: torch.Tensor, video_ids: torch.Tensor, views: torch.Tensor, *,
+    ratio: float, tau: float | None = None, seed: int = 0,
+) -> Selection:
+    """Deterministic selection of a batch of evaluation views.
+
+    scores: [B, T', H', W'] (on any device); video_ids, views: [B]. `none`, `mgtc_*` (from
+    the scores) and `running_cell` (phase 0, as MAR's test mask) are deterministic already;
+    `random` / `tube` draw from `view_generator(seed, video_id, view)`, one view at a time.
+    Tensors come back where `select_tokens` puts them (callers move them to the model).
+    """
+    grid = tuple(scores.shape[1:])
+    if strategy in ("random", "tube"):
+        rows = [
+            select_tokens(strategy, grid=grid, batch=1, ratio=ratio, generator=view_generator(seed, v, w))
+            for v, w in zip(video_ids.tolist(), views.tolist())
+        ]
+        return Selection(torch.cat([r.ids_keep for r in rows]))
+    on_scores = scores if strategy in SCORE_STRATEGIES else None
+    return select_tokens(strategy, scores=on_scores, grid=grid, batch=scores.shape[0], ratio=ratio, tau=tau)
+
+
 def calibrate_tau(scores: np.ndarray, mask_ratio: float) -> float:
     """Threshold tau that drops `mask_ratio` of all tokens data-set wide.
 

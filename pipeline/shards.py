@@ -21,13 +21,16 @@ bit. The full schema is documented in docs/SHARDS.md. This module does not impor
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
 from pipeline.vocab import boundary_distance
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 SCHEMA_VERSION = 1
 SHARDS_DIR = "shards"
@@ -267,6 +270,18 @@ def calibrated_tau(uri: str, sampling_rate: int, *, score_mode: str | None = Non
     if str(sampling_rate) not in rates:
         raise KeyError(f"no tau for sampling_rate={sampling_rate} in calibration (has {sorted(rates)})")
     return float(rates[str(sampling_rate)]["tau"])
+
+
+def resolve_tau(cfg: Config) -> float | None:
+    """The threshold of a config's `mgtc_threshold`: `masking.tau`, or the calibrated one from
+    `<data.shards>/calibration.json` (`mgtc calibrate`) for its sampling rate and score mode
+    when `masking.calibrated`. None for every other strategy."""
+    k = cfg.masking
+    if k.strategy != "mgtc_threshold":
+        return None
+    if not k.calibrated:
+        return float(k.tau)
+    return calibrated_tau(cfg.data.shards, cfg.data.sampling_rate, score_mode=k.score_mode)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -1071,7 +1071,7 @@ def picture_strategies(trials: Sequence[Trial], frames: str) -> list[tuple[str, 
 
 def calibrated_tau(cfg: Config) -> float | None:
     """The calibrated tau of an mgtc_threshold config (None when the shards have none)."""
-    from pipeline.evaluate import resolve_tau
+    from pipeline.shards import resolve_tau
 
     try:
         return resolve_tau(cfg)

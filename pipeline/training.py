@@ -62,18 +62,11 @@ from pipeline.clips import clip_dataset, num_clips, to_model_inputs
 from pipeline.augment import TrainerAugment
 from pipeline.config import Config, augment_side, from_dict, redacted, to_dict
 from pipeline.device import configure_matmul, fused_optimizer, maybe_compile, pin_batches
-from pipeline.evaluate import (
-    STATE_FILE,
-    VideoScores,
-    autocast,
-    flush_denormals,
-    load_weights,
-    make_model,
-    resolve_tau,
-    select_eval,
-)
 from pipeline.flops import EncoderShape, encoder_shape, mean_gmacs
-from pipeline.selection import Selection, ids_to_mask, select_tokens
+from pipeline.modeling import STATE_FILE, autocast, flush_denormals, load_weights, make_model
+from pipeline.multiview import VideoScores
+from pipeline.selection import Selection, ids_to_mask, select_tokens, select_views
+from pipeline.shards import resolve_tau
 from pipeline.tracking import (
     RunLogger,
     credential_env,
@@ -402,7 +395,7 @@ def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
     """
     if shard is None:
         return {}
-    cfg = recipe.cfg
+    cfg, k = recipe.cfg, recipe.cfg.masking
     pretrain = cfg.optim.mode == "pretrain"
     model.eval()
     videos = VideoScores(cfg.data.num_classes)
@@ -411,9 +404,10 @@ def eval_epoch(model: nn.Module, shard, recipe: Recipe) -> dict[str, float]:
     pin = pin_batches(cfg, recipe.device)
     for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, prefetch_batches=2, pin_memory=pin):
         x, scores, labels = to_model_inputs(batch, recipe.device)
-        sel = to_device(select_eval(cfg, scores, batch["video_id"], batch["view"], recipe.tau), recipe.device)
+        sel = select_views(k.strategy, scores, batch["video_id"], batch["view"], ratio=k.ratio, tau=recipe.tau,
+                           seed=cfg.optim.seed)
+        sel = to_device(sel, recipe.device)
         if pretrain:
-            k = cfg.masking
             visible = pretrain_visible(sel.ids_keep, recipe.grid, k.pretrain_ratio, k.pretrain_mask, generator)
             with autocast(cfg, recipe.device):
                 loss = model(x, visible, sel.ids_keep)[0].float()

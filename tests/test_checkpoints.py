@@ -12,7 +12,7 @@ import torch
 from jobs import evaluate as eval_job
 from jobs import train as train_job
 from pipeline.config import load_config
-from pipeline.evaluate import check_weights, make_model
+from pipeline.modeling import check_weights, make_model
 from pipeline.model import CheckpointError, build_model, build_pretrain_model, load_videomae_checkpoint
 
 FRAMES, SIZE = 4, 32

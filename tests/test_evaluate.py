@@ -11,19 +11,11 @@ import pytest
 import torch
 
 from pipeline.config import load_config, replace
-from pipeline.evaluate import (
-    STATE_FILE,
-    VideoScores,
-    average_views,
-    evaluate,
-    format_table,
-    make_model,
-    resolve_tau,
-    run_evaluation,
-    select_eval,
-    topk_accuracy,
-)
-from pipeline.selection import select_tokens
+from pipeline.evaluate import evaluate, format_table, run_evaluation
+from pipeline.modeling import STATE_FILE, make_model
+from pipeline.multiview import VideoScores, average_views, topk_accuracy
+from pipeline.selection import select_tokens, select_views
+from pipeline.shards import resolve_tau
 
 GRID = (4, 2, 2)
 
@@ -93,18 +85,17 @@ def test_views_split_over_ranks_give_the_same_result(world):
     assert merged["videos"] == len(vids) and merged["views"] == 30
 
 
-def test_eval_selection_is_deterministic_per_view(tmp_path):
-    cfg = config(tmp_path)
+def test_eval_selection_is_deterministic_per_view():
     scores = torch.rand(3, *GRID)
     ids, views = torch.tensor([5, 5, 9]), torch.tensor([0, 1, 0])
-    a = select_eval(cfg, scores, ids, views, None).ids_keep
-    b = select_eval(cfg, scores[[2, 0]], ids[[2, 0]], views[[2, 0]], None).ids_keep
+    a = select_views("random", scores, ids, views, ratio=0.5).ids_keep
+    b = select_views("random", scores[[2, 0]], ids[[2, 0]], views[[2, 0]], ratio=0.5).ids_keep
     assert torch.equal(a[[2, 0]], b)  # same (video, view) -> same tokens, whatever the batch
     assert not torch.equal(a[0], a[1])  # views of one video differ
     assert a.shape == (3, 8)
-    cell = select_eval(replace(cfg, ["masking.strategy=running_cell"]), scores, ids, views, None).ids_keep
+    cell = select_views("running_cell", scores, ids, views, ratio=0.5).ids_keep
     assert torch.equal(cell, select_tokens("running_cell", grid=GRID, batch=3, ratio=0.5).ids_keep)
-    mgtc = select_eval(replace(cfg, ["masking.strategy=mgtc_ratio"]), scores, ids, views, None).ids_keep
+    mgtc = select_views("mgtc_ratio", scores, ids, views, ratio=0.5).ids_keep
     assert torch.equal(mgtc, select_tokens("mgtc_ratio", scores=scores, ratio=0.5).ids_keep)
 
 
@@ -129,7 +120,8 @@ def expected_metrics(cfg, model, rows) -> dict:
 
     batch = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in ("pixels", "scores", "label", "video_id", "view")}
     x, scores, labels = to_model_inputs(batch, "cpu")
-    sel = select_eval(cfg, scores, batch["video_id"], batch["view"], None)
+    k = cfg.masking
+    sel = select_views(k.strategy, scores, batch["video_id"], batch["view"], ratio=k.ratio, seed=cfg.optim.seed)
     with torch.no_grad():
         logits = model.eval()(x, sel.ids_keep)
     _, probs, vlabels = average_views(batch["video_id"], logits, labels)

@@ -15,7 +15,8 @@ import torch
 
 from pipeline.clips import ClipMaker
 from pipeline.config import load_config, to_dict
-from pipeline.evaluate import STATE_FILE, make_model, select_eval
+from pipeline.modeling import STATE_FILE, make_model
+from pipeline.selection import select_views
 from pipeline.flops import gmacs_per_view
 from pipeline.predict.core import model_shape
 from pipeline.predict.labels import LabelsError, parse_class_names
@@ -111,14 +112,15 @@ def test_bad_arguments_fail_before_the_checkpoint_is_read(tmp_path, capsys):
 
 
 def expected_probs(model, cfg, video: str, video_id: int) -> np.ndarray:
-    """The evaluation's rule by hand: ClipMaker test views -> select_eval -> mean softmax."""
+    """The evaluation's rule by hand: ClipMaker test views -> select_views -> mean softmax."""
     views = ClipMaker(cfg, "test").make({"path": video, "label": 0, "video_id": video_id})
     pixels = torch.from_numpy(np.stack([p for _, p, _ in views])).permute(0, 4, 1, 2, 3).float()
     mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1, 1) * 255
     std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1, 1) * 255
     x = (pixels - mean) / std
     scores = torch.from_numpy(np.stack([s for _, _, s in views]))
-    sel = select_eval(cfg, scores, torch.full((len(views),), video_id), torch.tensor([v for v, _, _ in views]), None)
+    sel = select_views(cfg.masking.strategy, scores, torch.full((len(views),), video_id),
+                      torch.tensor([v for v, _, _ in views]), ratio=cfg.masking.ratio, seed=cfg.optim.seed)
     with torch.no_grad():
         return model(x, sel.ids_keep, sel.keep_mask).softmax(-1).mean(0).numpy()
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, load_config, replace
-from pipeline.evaluate import make_model
+from pipeline.modeling import make_model
 from pipeline.motion import token_scores
 from pipeline.selection import select_tokens
 from pipeline.synth import render_video
@@ -408,7 +408,7 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path, ca
 def test_head_init_scale_is_configurable(tmp_path):
     """VideoMAE shrinks the fresh head by 0.001 (fine-tuning a pre-trained encoder); training
     from scratch wants a full-size head: the encoder's gradient scales with the head."""
-    from pipeline.evaluate import make_model
+    from pipeline.modeling import make_model
 
     torch.manual_seed(0)
     small = make_model(tiny_config(tmp_path)).head.weight.abs().mean().item()
@@ -447,7 +447,7 @@ def test_cpu_training_flushes_denormals():
     other tests (and the libraries they load) may have set already."""
     code = (
         "import torch\n"
-        "from pipeline.evaluate import flush_denormals\n"
+        "from pipeline.modeling import flush_denormals\n"
         "tiny = torch.tensor([1e-39], dtype=torch.float32)\n"  # below float32's smallest normal
         "torch.set_flush_denormal(False)\n"
         "assert (tiny * 1.0).item() != 0.0, 'denormals already flushed'\n"

@@ -3,7 +3,7 @@
 A video is classified as `mgtc eval` scores it (VideoMAE's test protocol): its clips x crops
 test views (`pipeline.clips.ClipMaker`, the evaluation's own view sampling, scores computed
 on the decoded clip), token selection per view with the inference strategy
-(`pipeline.evaluate.select_eval`: deterministic), softmax per view, mean over the views.
+(`pipeline.selection.select_views`: deterministic), softmax per view, mean over the views.
 
 `Predictor` is the model half (a batch of views -> probabilities, kept tokens, pooled
 features); the batch job's model actors wrap the same class. `predict_videos` is the
@@ -21,9 +21,10 @@ import torch
 
 from pipeline import storage
 from pipeline.clips import ClipMaker, to_model_inputs
-from pipeline.evaluate import autocast, select_eval
 from pipeline.flops import EncoderShape, encoder_shape, gmacs_per_view
+from pipeline.modeling import autocast
 from pipeline.predict.loading import InferenceModel
+from pipeline.selection import select_views
 
 
 def model_shape(cfg) -> EncoderShape:
@@ -52,8 +53,9 @@ class Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         device, model = self.loaded.device, self.loaded.model
         x, scores, _ = to_model_inputs({**batch, "label": np.zeros(len(batch["pixels"]), np.int64)}, device)
-        sel = select_eval(self.cfg, scores, torch.as_tensor(batch["video_id"]), torch.as_tensor(batch["view"]),
-                          self.tau)
+        k = self.cfg.masking
+        sel = select_views(k.strategy, scores, torch.as_tensor(batch["video_id"]), torch.as_tensor(batch["view"]),
+                           ratio=k.ratio, tau=self.tau, seed=self.cfg.optim.seed)
         keep_mask = None if sel.keep_mask is None else sel.keep_mask.to(device)
         with autocast(self.cfg, device):
             feats = model.forward_features(x, sel.ids_keep.to(device), keep_mask)

@@ -28,7 +28,6 @@ from torch import nn
 
 from pipeline import storage
 from pipeline.config import Config
-from pipeline.evaluate import STATE_FILE, flush_denormals, make_model
 from pipeline.model import (
     VIT_SIZES,
     CheckpointError,
@@ -37,6 +36,7 @@ from pipeline.model import (
     read_checkpoint,
     to_model_keys,
 )
+from pipeline.modeling import STATE_FILE, flush_denormals, make_model
 from pipeline.predict.labels import check_class_count, read_class_names
 from pipeline.selection import STRATEGIES, check_ratio
 
