@@ -137,15 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                            frames=args.frames, fps=25, seed=0)
         manifest = write_all_manifest(data)
 
-    import ray
-
-    from jobs.train import connect_ray
     from pipeline.evaluate import run_evaluation
     from pipeline.precompute import PrecomputeConfig, format_summary, run_precompute
     from pipeline.training import run_training
+    from pipeline.vocab import ray_session
 
+    session = contextlib.ExitStack()  # the Ray of the demo, shut down at the end if it started it
     with phases("ray start"):
-        started = connect_ray()
+        session.enter_context(ray_session())
     try:
         cfg0 = configs[0]
         print(f"[demo 2/5] precompute motion shards -> {shards_dir}")
@@ -178,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a worker's error: one line with its reason and the log folder
         return raylog.report_failure("mgtc demo", err)
     finally:
-        if started:
-            ray.shutdown()
+        session.close()
 
     print()
     print(result_table(rows))

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.optim.mode != "finetune":
         print("mgtc eval: optim.mode: evaluation needs a fine-tuned classifier (finetune)", file=sys.stderr)
         return 2
-    from jobs.train import checked_checkpoint, connect_ray
+    from jobs.train import checked_checkpoint
 
     from pipeline.preflight import input_problems
 
@@ -52,17 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     if not checked_checkpoint(cfg, args.checkpoint, "mgtc eval"):
         return 2
     from pipeline.evaluate import format_table, run_evaluation
+    from pipeline.vocab import ray_session
 
-    started = connect_ray()
-    try:
-        result = run_evaluation(cfg, args.checkpoint, split=args.split)
-    except Exception as err:  # an actor's error: one line with its reason and the log folder
-        return raylog.report_failure("mgtc eval", err)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with ray_session():
+        try:
+            result = run_evaluation(cfg, args.checkpoint, split=args.split)
+        except Exception as err:  # an actor's error: one line with its reason and the log folder
+            return raylog.report_failure("mgtc eval", err)
     print(format_table(result))
     print(f"MLflow run {result['mlflow_run_id']} ({result['tracking_uri']})")
     return 0

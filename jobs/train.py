@@ -2,7 +2,7 @@
 
 Fine-tunes (or MAE pre-trains, `optim.mode=pretrain`) a VideoMAE ViT with the configured
 token strategy on Ray Train. The config is validated before Ray starts (exit 2 naming every
-bad field). Runs locally (`ray.init()`), on the cluster in RAY_ADDRESS, or as a submitted job:
+bad field). Runs locally (a loopback-only Ray), on the cluster in RAY_ADDRESS, or as a submitted job:
 `ray job submit --working-dir . -- python -m jobs.train --config ...`.
 A rerun with the same `scaling.name` resumes from its latest checkpoint.
 """
@@ -10,7 +10,6 @@ A rerun with the same `scaling.name` resumes from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -27,27 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one field, e.g. --set masking.ratio=0.5 (repeatable)")
     raylog.add_verbose_flag(parser)
     return parser
-
-
-def connect_ray() -> bool:
-    """Connect to Ray: the running session (tests, notebooks), else RAY_ADDRESS (a submitted
-    job or a cluster), else a new local instance. Returns True only when this call started a
-    local Ray, which the caller then shuts down; a Ray we did not start is left running.
-    Ray's own lines stay in its session logs unless --verbose (`pipeline.raylog`)."""
-    import ray
-
-    from pipeline.localray import init_local
-
-    if ray.is_initialized():
-        return False
-    raylog.prepare()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **raylog.init_kwargs())
-        raylog.after_init()
-        return False
-    init_local(**raylog.init_kwargs())  # loopback only (pipeline/localray.py)
-    raylog.after_init()
-    return True
 
 
 def checked_checkpoint(cfg, uri: str, prog: str) -> bool:
@@ -105,17 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.checkpoint and not checked_checkpoint(cfg, cfg.model.checkpoint, "mgtc train"):
         return 2
     from pipeline.training import run_training
+    from pipeline.vocab import ray_session
 
-    started = connect_ray()
-    try:
-        summary = run_training(cfg)
-    except Exception as err:  # a worker's error: one line with its reason and the log folder
-        return raylog.report_failure("mgtc train", err)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with ray_session():  # Ray's own lines stay in its session logs unless --verbose
+        try:
+            summary = run_training(cfg)
+        except Exception as err:  # a worker's error: one line with its reason and the log folder
+            return raylog.report_failure("mgtc train", err)
     print(format_summary(summary))
     return 0
 
