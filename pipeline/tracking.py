@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ NOTE_TAG = "mlflow.note.content"  # MLflow's description of an experiment or a r
 TEST_PREFIX = "test_"  # a run's multi-view test metrics, beside its per-epoch ones
 EPOCH_KEY = "epoch_time"  # every logged epoch has it: the marker of "epoch already logged"
 GREY = 128
+PARAM_LIMIT = 6000  # MLflow's param value limit (characters)
+PARAM_BATCH = 100  # MLflow's cap on params per log_batch
+ERROR_TAG_LIMIT = 4000  # MLflow tag values are capped (8000 chars); the full text is an artifact
 
 
 def run_folder(cfg: Config) -> Path:
@@ -219,7 +223,7 @@ def start_run(
     resumes; eval runs are always new. Params already in a reopened run are kept (MLflow
     params are immutable); a changed value is reported in the log, not overwritten.
     """
-    from mlflow.entities import Param, RunStatus
+    from mlflow.entities import RunStatus
 
     client = _client(uri)
     exp_id = _experiment_id(client, cfg.tracking.experiment, uri, cfg)
@@ -247,14 +251,11 @@ def start_run(
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in run_tags.items():
             client.set_tag(run_id, key, value)
-    new = {**{k: _param_value(v) for k, v in flat_params(cfg).items()},
-           **{k: redact(_param_value(v)) for k, v in params.items()}}
+    new = run_params(cfg, params)
     changed = sorted(k for k, v in new.items() if k in old and old[k] != v)
     if changed:
         log.warning("run %s reopened with changed params (kept the first values): %s", run_id, ", ".join(changed))
-    fresh = [Param(k, v) for k, v in new.items() if k not in old]
-    for i in range(0, len(fresh), 100):  # MLflow caps a batch at 100 params
-        client.log_batch(run_id, params=fresh[i : i + 100])
+    log_new_params(client, run_id, new, have=old)
     client.log_dict(run_id, redacted(cfg), "config.yaml")
     return run_id
 
@@ -279,10 +280,37 @@ def _find_run(client, exp_id: str, run_name: str, storage: str):
 
 
 def _param_value(value: Any) -> str:
-    """Params as strings, formatted once (0.9 never becomes 0.90 elsewhere)."""
+    """Params as strings, formatted once (0.9 never becomes 0.90 elsewhere): tuples as 'a,b'."""
     if isinstance(value, (tuple, list)):
         return ",".join(_param_value(v) for v in value)
-    return str(value)
+    return str(value)[:PARAM_LIMIT]
+
+
+def run_params(cfg: Config, extra: dict[str, Any]) -> dict[str, str]:
+    """The params of a run as MLflow strings: every `section.key` of `cfg`, then `extra`
+    (`summary_params` and job fields), redacted."""
+    return {**{k: _param_value(v) for k, v in flat_params(cfg).items()},
+            **{k: redact(_param_value(v)) for k, v in extra.items()}}
+
+
+def log_new_params(client, run_id: str, params: dict[str, str], *, have: dict[str, str]) -> None:
+    """Log the params not in `have` (a run's params are immutable: a logged one stays)."""
+    from mlflow.entities import Param
+
+    fresh = [Param(k, v) for k, v in params.items() if k not in have]
+    for i in range(0, len(fresh), PARAM_BATCH):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=fresh[i : i + PARAM_BATCH])
+
+
+def log_new_metrics(client, run_id: str, values: dict[str, Any], *, have: dict[str, float]) -> None:
+    """Log, at step 0, the finite numbers of `values` whose keys are not in `have`."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    fresh = [Metric(k, float(v), now, 0) for k, v in values.items()
+             if k not in have and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if fresh:
+        client.log_batch(run_id, metrics=fresh)
 
 
 def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[str, Any] | None = None) -> None:
@@ -292,6 +320,85 @@ def finish_run(uri: str, run_id: str, *, status: str = "FINISHED", final: dict[s
         client.log_dict(run_id, {k: redact(v) if isinstance(v, str) else v for k, v in final.items()},
                         "final_metrics.json")
     client.set_terminated(run_id, status)
+
+
+# ------------------------------------------------------------------------- sweeps (pipeline.sweep)
+
+
+def sweep_experiment(client, name: str, uri: str) -> str:
+    """A sweep's experiment id, created if needed; in a local SQLite store its artifacts go
+    to mlartifacts/ beside the database file, as the trainer's embedded default does."""
+    return ensure_experiment(client, name, artifact_location=sqlite_artifacts(uri),
+                             description=f"sweep {name}: runs compare frame rate x strategy x ratio x seed; "
+                                         "each trial is a child of its sweep's parent run")
+
+
+def start_sweep_run(client, exp_id: str, run_name: str, *, sweep: str, base_config: str):
+    """The sweep's parent run (an MLflow Run: its id and start time nest and find the children)."""
+    commit = git_commit()
+    tags = {KIND_TAG: "sweep", "mgtc_sweep": sweep, "mgtc_base_config": base_config,
+            "git_commit": commit, "mlflow.source.git.commit": commit}
+    return client.create_run(exp_id, run_name=run_name, tags=tags)
+
+
+def log_sweep_inputs(client, run_id: str, params: dict[str, Any], base: Config, source: str) -> None:
+    """The parent's params (plus code_version), the base config as base_config.yaml
+    (redacted) and the sweep file itself."""
+    import json
+
+    import yaml
+
+    values = {**{k: _param_value(v) for k, v in params.items()}, "code_version": git_commit()}
+    log_new_params(client, run_id, values, have={})
+    # JSON round trip: tuples become lists, which safe_dump can write.
+    client.log_text(run_id, yaml.safe_dump(json.loads(json.dumps(redacted(base))), sort_keys=False),
+                    "base_config.yaml")
+    if source and Path(source).is_file():
+        client.log_artifact(run_id, source)
+
+
+def find_child_run(client, exp_id: str, parent_id: str, run_name: str, parent_start: int) -> str:
+    """Run id of the trainer's run for a trial that raised before returning it ('' if none).
+
+    Matches the nested run of that name first, then any run of that name started after the
+    parent (a trainer that did not know the parent).
+    """
+    filters = (
+        f"tags.mlflow.parentRunId = '{parent_id}' and attributes.run_name = '{run_name}'",
+        f"attributes.run_name = '{run_name}' and attributes.start_time >= {parent_start}",
+    )
+    for filter_string in filters:
+        runs = client.search_runs([exp_id], filter_string, max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+        if runs:
+            return runs[0].info.run_id
+    return ""
+
+
+def complete_child_run(client, run_id: str, cfg: Config, result: dict[str, Any], tags: dict[str, str]) -> None:
+    """Make a sweep trial's run complete: `tags`, then the params the trainer logs (every
+    `section.key` plus `summary_params`) and the numbers of `result` that the run lacks; a
+    param or metric already logged is left alone."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    run = client.get_run(run_id)
+    params = run_params(cfg, summary_params(cfg, world_size=cfg.scaling.num_workers, tau=cfg.masking.tau))
+    log_new_params(client, run_id, params, have=run.data.params)
+    log_new_metrics(client, run_id, result, have=run.data.metrics)
+
+
+def fail_run(client, run_id: str, error: str) -> None:
+    """End a run FAILED: the error's first line as the `error` tag, the full text as error.txt."""
+    client.set_tag(run_id, "error", error.splitlines()[0][:ERROR_TAG_LIMIT] if error else "failed")
+    client.log_text(run_id, error or "failed", "error.txt")
+    client.set_terminated(run_id, "FAILED")
+
+
+def metric_key(name: str) -> str:
+    """`name` with the characters MLflow refuses in metric keys (e.g. the '@' of 'tau@r0.5')
+    replaced by '_'; MLflow allows letters, digits, '_', '-', '.', ' ', ':' and '/'."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int) -> None:
