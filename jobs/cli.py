@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("jobs.synth", "write a synthetic motion-classification video data set"),
     "manifest": ("jobs.manifest", "convert an official split file (UCF101, HMDB51, Kinetics, SSv2) to a manifest"),
     "precompute": ("jobs.precompute", "decode videos once and write motion-score shards (Ray Data)"),
+    "prepare": ("jobs.prepare", "re-encode a data set for training (short side, keyframes, stride) + its motion shards"),
     "reshard": ("jobs.reshard", "add per-row Arrow files to shard folders written before they existed"),
     "calibrate": ("jobs.calibrate", "tau for a target data-set-wide masking ratio, per sampling rate"),
     "train": ("jobs.train", "fine-tune or MAE pre-train a VideoMAE ViT with a token strategy (Ray Train)"),

@@ -1,4 +1,4 @@
-"""`mgtc submit <precompute|train|eval|sweep|predict> [job args] --address http://<head>:8265`
+"""`mgtc submit <precompute|prepare|train|eval|sweep|predict> [job args] --address http://<head>:8265`
 
 Runs `python -m jobs.<module> <job args>` on a Ray cluster through the Ray Jobs API, with
 the project's code as working_dir and the runtime env of `cluster/runtime_env.yaml`.

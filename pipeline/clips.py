@@ -34,7 +34,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from pipeline import shard_rows, shards, storage, video
+from pipeline import prepared, shard_rows, shards, storage, video
 from pipeline.vocab import SHARD_SCORE_MODES
 from pipeline.config import Config, augment_side
 from pipeline.manifest import check_labels, read_manifest
@@ -63,7 +63,7 @@ class ClipSpec:
 
     train: bool
     num_frames: int  # T
-    sampling_rate: int  # s
+    sampling_rate: int  # s, in frames of the video files (data.video_rate)
     input_size: int  # S
     short_side: int
     patch: int
@@ -98,7 +98,7 @@ def clip_spec(cfg: Config, split: str) -> ClipSpec:
     views = {"train": (1, 1), "val": (d.val_clips, d.val_crops), "test": (d.test_clips, d.test_crops)}
     clips, crops = views[split]
     return ClipSpec(
-        train=split == "train", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
+        train=split == "train", num_frames=d.num_frames, sampling_rate=d.video_rate,
         input_size=d.input_size, short_side=d.short_side, patch=cfg.model.patch,
         tubelet=cfg.model.tubelet, score_mode=cfg.masking.score_mode, clips=clips, crops=crops,
         scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip,
@@ -501,18 +501,29 @@ def _members(rows: list[tuple[str, int, int]]) -> pa.Table:
                      pa.array(ids, pa.int64())], schema=MEMBER_SCHEMA)
 
 
-def check_shards(cfg: Config, meta: dict) -> None:
-    """Raise ValueError when the shards cannot score this config's clips."""
+def shard_problems(cfg: Config, meta: dict) -> list[str]:
+    """Why the shards with metadata `meta` cannot score this config's clips, one line each
+    ([] = they can); for the shards of `mgtc prepare`, also why the config cannot read its
+    videos (`prepared.problems`: stride, short side)."""
     c, d = meta.get("config", {}), cfg.data
-    problems = []
-    if d.sampling_rate not in c.get("sampling_rates", []):
-        problems.append(f"data.sampling_rate={d.sampling_rate}: shards hold rates {c.get('sampling_rates')}")
+    problems = prepared.problems(d, meta.get(prepared.SETTINGS_KEY), "the data")
+    if not problems and d.video_rate not in c.get("sampling_rates", []):
+        rate = (f"data.sampling_rate={d.sampling_rate}" if d.video_stride == 1 else
+                f"data.sampling_rate={d.sampling_rate} / data.video_stride={d.video_stride} = {d.video_rate}")
+        problems.append(f"{rate}: shards hold rates {c.get('sampling_rates')} (in frames of the video files)")
     if c.get("short_side") != d.short_side:
         problems.append(f"data.short_side={d.short_side}: shards were computed at short side {c.get('short_side')}")
     if cfg.masking.score_mode == "boundary" and c.get("tubelet") != cfg.model.tubelet:
         problems.append(f"model.tubelet={cfg.model.tubelet}: shard boundary maps are for tubelet {c.get('tubelet')}")
+    return problems
+
+
+def check_shards(cfg: Config, meta: dict) -> None:
+    """Raise ValueError when the shards cannot score this config's clips (`shard_problems`)."""
+    problems = shard_problems(cfg, meta)
     if problems:
-        raise ValueError(f"shards {storage.redact(d.shards)} do not fit the config: " + "; ".join(problems))
+        raise ValueError(f"shards {storage.redact(cfg.data.shards)} do not fit the config: " + "; ".join(problems))
+    c = meta.get("config", {})
     if cfg.model.patch % int(c.get("cell", 1)):
         log.warning("clips: shard cell %s px does not divide model.patch=%d: eval scores are "
                     "area-weighted, not exact", c.get("cell"), cfg.model.patch)
@@ -533,7 +544,7 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
     table = None
     if d.shards:
         check_shards(cfg, shards.read_meta(d.shards))
-        table = shards.read_shards(d.shards, sampling_rate=d.sampling_rate,
+        table = shards.read_shards(d.shards, sampling_rate=d.video_rate,
                                    columns=["path", "label", "line", "part"])
         part_of = dict(zip(table.column("path").to_pylist(), table.column("part").to_pylist()))
     if manifest:

@@ -39,7 +39,11 @@ class DataConfig:
     shards: str = ""  # precompute output (local folder or s3://); motion scores come from here
     num_classes: int = 0
     num_frames: int = 16
-    sampling_rate: int = 4
+    sampling_rate: int = 4  # s, in source frames (16x4 = 16 frames, every 4th source frame)
+    # Source frames per frame of the videos the manifests list: 1 for source videos, k for
+    # videos written by `mgtc prepare --stride k` (they keep every k-th source frame). Clips
+    # read every (sampling_rate / video_stride)-th frame of those files (`video_rate`).
+    video_stride: int = 1
     source_fps: float = 30.0  # nominal frame rate of the videos: effective fps = source_fps / sampling_rate
     input_size: int = 224  # network input (crop) size
     short_side: int = 224  # frames are resized to this short side before cropping
@@ -64,6 +68,12 @@ class DataConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     smoothing: float = 0.1
+
+    @property
+    def video_rate(self) -> int:
+        """The sampling rate in frames of the listed video files (what the decoder and the
+        shards use): sampling_rate / video_stride."""
+        return self.sampling_rate // max(self.video_stride, 1)
 
 
 @dataclass(frozen=True)
@@ -349,6 +359,9 @@ def validate(cfg: Config) -> None:
     _check(e, d.num_frames >= m.tubelet and d.num_frames % max(m.tubelet, 1) == 0,
            f"data.num_frames={d.num_frames}: must be a positive multiple of model.tubelet={m.tubelet}")
     _check(e, d.sampling_rate >= 1, f"data.sampling_rate={d.sampling_rate}: must be >= 1")
+    _check(e, d.video_stride >= 1 and d.sampling_rate % max(d.video_stride, 1) == 0,
+           f"data.video_stride={d.video_stride}: must be >= 1 and divide data.sampling_rate={d.sampling_rate} "
+           "(both in source frames: videos prepared with --stride k hold only every k-th source frame)")
     _check(e, math.isfinite(d.source_fps) and d.source_fps > 0, f"data.source_fps={d.source_fps}: must be > 0")
     _check(e, d.input_size >= m.patch and d.input_size % max(m.patch, 1) == 0,
            f"data.input_size={d.input_size}: must be a positive multiple of model.patch={m.patch}")

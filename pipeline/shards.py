@@ -41,7 +41,7 @@ SUCCESS_FILE = "_SUCCESS"
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_PLOT = "calibration_hist.png"
 
-ERROR_STAGES = ("manifest", "read", "decode", "validate", "worker")
+ERROR_STAGES = ("manifest", "read", "decode", "validate", "encode", "worker")  # encode: mgtc prepare
 
 
 def cell_sum_dtype(cell: int) -> np.dtype:
@@ -281,7 +281,7 @@ def resolve_tau(cfg: Config) -> float | None:
         return None
     if not k.calibrated:
         return float(k.tau)
-    return calibrated_tau(cfg.data.shards, cfg.data.sampling_rate, score_mode=k.score_mode)
+    return calibrated_tau(cfg.data.shards, cfg.data.video_rate, score_mode=k.score_mode)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 JOB_MODULES = {
     "precompute": "jobs.precompute",
+    "prepare": "jobs.prepare",
     "train": "jobs.train",
     "eval": "jobs.evaluate",
     "sweep": "jobs.sweep",

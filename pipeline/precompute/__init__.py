@@ -20,19 +20,21 @@ never a lost actor, and Ray's own retries are capped so that nothing can loop fo
 
 Modules: `config` (PrecomputeConfig and its loading), `scoring` (numba kernel, CellScorer,
 score_video), `decoder` (DecoderProcess, the child process and its messages), `parts`
-(PartWorker, shard / error records, part markers and commits), `job` (the driver).
+(PartWorker, shard / error records, part markers and commits), `job` (the driver),
+`prepare` (`mgtc prepare`: a PartWorker that re-encodes each video, then scores the new
+file; same parts, commits and resume).
 """
 
 from pipeline.precompute.config import (COMPRESSIONS, SCORE_MODES, SHARD_FIELDS, ConfigError, PrecomputeConfig,
                                         config_from_mapping, load_config)
 from pipeline.precompute.decoder import DecoderProcess, child_main
-from pipeline.precompute.job import Summary, format_summary, manifest_fingerprint, run_precompute, split_parts
+from pipeline.precompute.job import JobKind, Summary, format_summary, manifest_fingerprint, run_precompute, split_parts
 from pipeline.precompute.parts import FAULT_ENV, PartWorker, commit_part, part_marker, reason_category
 from pipeline.precompute.scoring import CellScorer, VideoError, check_length, score_video, warm_up_scoring
 
 __all__ = [
     "COMPRESSIONS", "FAULT_ENV", "SCORE_MODES", "SHARD_FIELDS", "CellScorer", "ConfigError",
-    "DecoderProcess", "PartWorker", "PrecomputeConfig", "Summary", "VideoError", "check_length",
+    "DecoderProcess", "JobKind", "PartWorker", "PrecomputeConfig", "Summary", "VideoError", "check_length",
     "child_main", "commit_part", "config_from_mapping", "format_summary", "load_config", "manifest_fingerprint",
     "part_marker", "reason_category", "run_precompute", "score_video", "split_parts", "warm_up_scoring",
 ]

@@ -1,5 +1,6 @@
-"""Crash isolation: `DecoderProcess`, a child process per actor that runs `score_video`,
-and the length-prefixed pickle messages between the two (`child_main` is the child)."""
+"""Crash isolation: `DecoderProcess`, a child process per actor that runs `score_video` (or
+`prepare.prepare_video`), and the length-prefixed pickle messages between the two
+(`child_main` is the child)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,13 @@ def child_main() -> None:
         _fault_hooks(request["path"])
         try:
             cfg = PrecomputeConfig(**request["config"])
-            reply = {"ok": True, "result": score_video(request["path"], cfg)}
+            if request.get("prepare"):  # mgtc prepare: re-encode, then score the new file
+                from pipeline.precompute.prepare import prepare_video
+
+                result = prepare_video(request["path"], cfg, **request["prepare"])
+            else:
+                result = score_video(request["path"], cfg)
+            reply = {"ok": True, "result": result}
         except VideoError as err:
             reply = {"ok": False, "stage": err.stage, "error": err.reason}
         except Exception as err:  # noqa: BLE001  (a bug must cost one video, not the actor)
@@ -188,8 +195,10 @@ class DecoderProcess:
             return {"ok": False, "stage": "decode", "crash": True, "error": _signal_reason(self._kill())}
         return reply
 
-    def run(self, path: str, config: dict) -> dict:
-        request = {"path": path, "config": config}
+    def run(self, path: str, config: dict, prepare: dict | None = None) -> dict:
+        """Score the local video `path` (`score_video`), or with `prepare` = {dst, encode}
+        re-encode it to `dst` first and score that (`prepare.prepare_video`)."""
+        request = {"path": path, "config": config, "prepare": prepare}
         reply = self._once(request)
         for _ in range(self.crash_retries):
             if not reply.get("crash"):

@@ -67,11 +67,23 @@ class Summary:
         return d
 
 
-def format_summary(s: Summary) -> str:
+@dataclass(frozen=True)
+class JobKind:
+    """What the parts of a job run: precompute's `PartWorker` (default), or a variant of it
+    (`prepare.PrepareWorker`) with its extra constructor arguments, and the entries it adds
+    to the output's metadata (a rerun must match them, like the shard settings)."""
+
+    name: str = "precompute"
+    worker: type = PartWorker
+    worker_kwargs: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def format_summary(s: Summary, name: str = "precompute") -> str:
     rate = s.videos_run / s.seconds if s.seconds > 0 else 0.0
     fps = s.frames_decoded / s.seconds if s.seconds > 0 and s.videos_run == s.videos else None
     lines = [
-        f"[precompute] done in {s.seconds:.1f} s: {s.parts} parts "
+        f"[{name}] done in {s.seconds:.1f} s: {s.parts} parts "
         f"({s.parts_run} run now, {s.parts_skipped} already committed"
         + (f", {s.parts_failed} FAILED: rerun to retry" if s.parts_failed else "") + ")",
         f"  videos ok       {s.ok}",
@@ -101,7 +113,7 @@ def manifest_fingerprint(rows: list[ManifestRow]) -> str:
 
 
 def _check_or_write_meta(out: str, cfg: PrecomputeConfig, manifest_uri: str, rows: list[ManifestRow],
-                         endpoint: str | None) -> None:
+                         endpoint: str | None, extra: dict | None = None) -> None:
     """Record the settings and manifest of an output; refuse to mix in a different run."""
     meta = {
         "schema_version": shards.SCHEMA_VERSION,
@@ -109,6 +121,7 @@ def _check_or_write_meta(out: str, cfg: PrecomputeConfig, manifest_uri: str, row
         "score_mode": cfg.score_mode,
         "manifest": {"uri": storage.redact(manifest_uri), "sha256": manifest_fingerprint(rows),
                      "videos": len(rows)},
+        **(extra or {}),
     }
     uri = storage.join(out, shards.META_FILE)
     if not storage.exists(uri, endpoint=endpoint):
@@ -119,6 +132,7 @@ def _check_or_write_meta(out: str, cfg: PrecomputeConfig, manifest_uri: str, row
              for k, v in meta["config"].items() if old.get("config", {}).get(k) != v]
     if old.get("schema_version") != shards.SCHEMA_VERSION:
         diffs.append(f"schema_version: {old.get('schema_version')} there, {shards.SCHEMA_VERSION} now")
+    diffs += [f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in (extra or {}).items() if old.get(k) != v]
     if old.get("manifest", {}).get("sha256") != meta["manifest"]["sha256"]:
         diffs.append("manifest: a different list of videos")
     if diffs:
@@ -151,7 +165,7 @@ def _part_line(marker: dict, done: int, total: int) -> str:
 
 
 def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow]],
-               log: Callable[[str], None]) -> tuple[dict[int, dict], str]:
+               log: Callable[[str], None], kind: JobKind) -> tuple[dict[int, dict], str]:
     """Run the pending parts through Ray Data; returns (summaries by part, failure text)."""
     import ray
     import ray.data
@@ -161,7 +175,7 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
         actors = cfg.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actors = min(actors, len(todo))
         items = [{"part": p, "rows": json.dumps([_row_dict(r) for r in rows])} for p, rows in todo.items()]
-        log(f"[precompute] {len(todo)} parts to run ({sum(map(len, todo.values()))} videos) "
+        log(f"[{kind.name}] {len(todo)} parts to run ({sum(map(len, todo.values()))} videos) "
             f"on {actors} actor(s)")
         done: dict[int, dict] = {}
         failure = ""
@@ -175,10 +189,11 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
                 # spelling in 2.60, no named replacement yet).
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
                 ds = ds.map_batches(
-                    PartWorker,
+                    kind.worker,
                     fn_constructor_kwargs={
                         "config": dataclasses.asdict(cfg), "out": out,
                         "env": forwarded_env((*FORWARDED_ENV, *FAULT_ENV)) if cfg.forward_env else None,
+                        **kind.worker_kwargs,
                     },
                     batch_size=1,
                     compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
@@ -187,7 +202,7 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
                     max_task_retries=cfg.max_task_retries,
                 )
             total = sum(map(len, todo.values()))
-            with progress("precompute", total=total, unit="videos") as bar:
+            with progress(kind.name, total=total, unit="videos") as bar:
                 bar.update(errors=0)
                 try:
                     for row in ds.iter_rows():
@@ -202,8 +217,9 @@ def _run_parts(out: str, cfg: PrecomputeConfig, todo: dict[int, list[ManifestRow
 
 
 def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
-                   log: Callable[[str], None] = print) -> Summary:
-    """Run (or resume) the precompute job; returns the summary of the whole output."""
+                   log: Callable[[str], None] = print, kind: JobKind = JobKind()) -> Summary:
+    """Run (or resume) the precompute job (or the variant `kind`: `mgtc prepare`); returns
+    the summary of the whole output."""
     cfg.validate()
     t0 = time.monotonic()
     _apply_endpoint(cfg)
@@ -213,7 +229,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
                          label_column=cfg.label_column or None, endpoint=endpoint)
     check_labels(rows, cfg.num_classes, manifest)
     parts = split_parts(rows, cfg.part_size)
-    _check_or_write_meta(out, cfg, manifest, rows, endpoint)
+    _check_or_write_meta(out, cfg, manifest, rows, endpoint, kind.meta)
     for folder in (shards.SHARDS_DIR, shard_rows.ROWS_DIR, shards.ERRORS_DIR, shards.PARTS_DIR, ""):
         storage.delete_hidden(storage.join(out, folder) if folder else out)
     markers = shards.read_markers(out, [p for p in shards.committed_parts(out) if p < len(parts)])
@@ -226,7 +242,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
         if p not in todo:
             summary.add(marker, this_run=False)
     if todo:
-        done, failure = _run_parts(out, cfg, todo, log)
+        done, failure = _run_parts(out, cfg, todo, log, kind)
         # A part whose summary never reached the driver may still have been committed.
         committed = set(shards.committed_parts(out))
         late = shards.read_markers(out, [p for p in todo if p not in done and p in committed])
@@ -234,7 +250,7 @@ def run_precompute(manifest: str, out: str, cfg: PrecomputeConfig,
             marker = done.get(p) or late.get(p) or _commit_failed_part(out, p, part_rows, failure, cfg)
             summary.add(marker, this_run=True)
     else:
-        log(f"[precompute] all {len(parts)} parts of {storage.redact(out)} are already committed")
+        log(f"[{kind.name}] all {len(parts)} parts of {storage.redact(out)} are already committed")
     summary.seconds = time.monotonic() - t0
     if summary.complete:
         storage.write_json_atomic(storage.join(out, shards.SUCCESS_FILE), summary.as_dict(), endpoint=endpoint)

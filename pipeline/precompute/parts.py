@@ -126,6 +126,7 @@ class PartWorker:
         todo = [r for r in rows if not r["error"]]
         errors += [_error_record(r, part, "manifest", r["error"]) for r in rows if r["error"]]
         futures = {}
+        done: list[dict] = []  # the rows the shard rows describe, of the videos that succeeded
 
         def prefetch(i: int) -> None:
             if i < len(todo) and i not in futures:
@@ -140,7 +141,7 @@ class PartWorker:
                 errors.append(_error_record(row, part, "read", fetch_error))
                 continue
             try:
-                reply = self.decoder.run(local, self.config)
+                reply, described = self.run_video(row, local)
             finally:
                 if local != row["path"]:
                     with contextlib.suppress(FileNotFoundError):
@@ -149,7 +150,8 @@ class PartWorker:
                 errors.append(_error_record(row, part, reply["stage"], reply["error"]))
                 continue
             result = reply["result"]
-            ok_records += _shard_records(row, part, result, self.cfg)
+            ok_records += _shard_records(described, part, result, self.cfg)
+            done.append(described)
             stats["frames_decoded"] += result["decoded_frames"]
             stats["source_frames"] += result["num_frames"]
             stats["decode_s"] += result["decode_s"]
@@ -159,10 +161,21 @@ class PartWorker:
                               frames_decoded=stats["frames_decoded"], source_frames=stats["source_frames"],
                               decode_s=stats["decode_s"], score_s=stats["score_s"],
                               seconds=time.perf_counter() - t0)
+        summary.update(self.marker_extra(done))
         commit_part(self.out, part, shards.shard_table(ok_records, self.cfg.cell),
                     shards.error_table(errors), summary, compression=self.cfg.compression,
                     endpoint=self.endpoint)
         return summary
+
+    def run_video(self, row: dict, local: str) -> tuple[dict, dict]:
+        """(decoder reply, the manifest row its shard rows describe) for one video at the
+        local path `local`; the prepare job's worker re-encodes here (`prepare.PrepareWorker`)."""
+        return self.decoder.run(local, self.config), row
+
+    def marker_extra(self, done: list[dict]) -> dict[str, Any]:
+        """Fields the part's marker carries beyond `part_marker`'s, given the rows of the
+        videos that succeeded (none for precompute)."""
+        return {}
 
     def __del__(self):
         with contextlib.suppress(Exception):  # interpreter teardown: best effort only

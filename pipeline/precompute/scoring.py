@@ -208,15 +208,8 @@ def check_length(num_frames: int, cfg: PrecomputeConfig) -> None:
             )
 
 
-def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
-    """Decode one local video once and compute its motion maps for every sampling rate.
-
-    Returns {num_frames, fps, height, width, resized_height, resized_width,
-    decoded_frames, decode_s, score_s (wall), decode_cpu_s, score_cpu_s (CPU time: the
-    scoring thread's, and the rest of the process's for decoding; less sensitive to other
-    load than wall time), rates: {s: CellScorer.result()[s]}}.
-    Raises VideoError for anything wrong with the file.
-    """
+def probe_file(path: str, threads: int = 1) -> video.VideoInfo:
+    """`video.probe` of a local file, or VideoError('read' | 'decode', reason) saying why not."""
     if os.path.isdir(path):
         raise VideoError("read", "is a directory: a manifest path must name a video file")
     try:
@@ -229,9 +222,21 @@ def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
         raise VideoError("read", "empty file: 0 bytes")
     # Decoder boundary: any failure of the native decoder on one file is that file's error.
     try:
-        info = video.probe(path, threads=cfg.decode_threads)
+        return video.probe(path, threads=threads)
     except Exception as err:  # noqa: BLE001  (decord raises RuntimeError, DECORDError, AssertionError)
         raise VideoError("decode", _explain_open_failure(path, err)) from None
+
+
+def score_video(path: str, cfg: PrecomputeConfig) -> dict[str, Any]:
+    """Decode one local video once and compute its motion maps for every sampling rate.
+
+    Returns {num_frames, fps, height, width, resized_height, resized_width,
+    decoded_frames, decode_s, score_s (wall), decode_cpu_s, score_cpu_s (CPU time: the
+    scoring thread's, and the rest of the process's for decoding; less sensitive to other
+    load than wall time), rates: {s: CellScorer.result()[s]}}.
+    Raises VideoError for anything wrong with the file.
+    """
+    info = probe_file(path, cfg.decode_threads)
     check_length(info.num_frames, cfg)
     size_hw = video.resized_size(info.height, info.width, cfg.short_side)
     if min(size_hw) < cfg.cell:
