@@ -1,4 +1,4 @@
-"""`mgtc bench [encoder|precompute|train|shards|predict|data|gpu ...]`: run the benchmarks that write docs/BENCHMARKS.md.
+"""`mgtc bench [encoder|precompute|train|shards|predict|data|prepare|gpu ...]`: run the benchmarks that write docs/BENCHMARKS.md.
 
 Each benchmark is its own module (`jobs/bench_<name>.py`) with `main(argv)`; arguments after
 the benchmark name are passed through. With no name, the CPU benchmarks run in turn;
@@ -13,7 +13,7 @@ import importlib
 import os
 from pathlib import Path
 
-BENCHMARKS = ("encoder", "precompute", "train", "shards", "predict", "data")
+BENCHMARKS = ("encoder", "precompute", "train", "shards", "predict", "data", "prepare")
 # Run only by name: training-free needs a trained checkpoint (writes docs/RESULTS.md, not
 # BENCHMARKS.md); gpu needs a CUDA device (or --dry-run).
 BY_NAME = ("training-free", "gpu")

@@ -548,6 +548,9 @@ def split_videos(cfg: Config, split: str) -> SplitVideos:
                                    columns=["path", "label", "line", "part"])
         part_of = dict(zip(table.column("path").to_pylist(), table.column("part").to_pylist()))
     if manifest:
+        found = prepared.problems(d, prepared.read_settings(storage.parent(storage.normalize(manifest))), manifest)
+        if found:
+            raise ValueError(f"data.{split}_manifest: " + "; ".join(found))
         rows = read_manifest(manifest)
         check_labels(rows, d.num_classes, manifest)
         ok = [(r.path, int(r.label), i) for i, r in enumerate(rows) if not r.error and r.label is not None]

@@ -46,9 +46,10 @@ def input_problems(cfg: Config, splits: tuple[str, ...] = ("train", "val")) -> l
         except (ManifestError, OSError) as err:
             problems.append(f"{name}: {storage.redact(str(err))}")
         folder = storage.parent(storage.normalize(uri))
-        if storage.exists(storage.join(folder, prepared.META_FILE)):  # a manifest `mgtc prepare` wrote
-            problems += [f"{name}: {p}" for p in
-                         prepared.problems(cfg.data, prepared.read_settings(folder), f"{uri}")]
+        if cfg.data.shards and storage.normalize(cfg.data.shards) == folder:
+            continue  # a prepare output: its shards' metadata was checked above
+        # A manifest `mgtc prepare` wrote has _prepare.json beside it; others are source videos.
+        problems += [f"{name}: {p}" for p in prepared.problems(cfg.data, prepared.read_settings(folder), uri)]
     return problems
 
 

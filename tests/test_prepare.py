@@ -176,7 +176,7 @@ def test_rerun_skips_committed_parts(done, source, capsys):
 
 
 @pytest.mark.integration
-def test_train_refuses_a_stride_the_prepared_data_cannot_serve(done, tmp_path, capsys):
+def test_train_refuses_a_stride_the_prepared_data_cannot_serve(done, source, tmp_path, capsys):
     from jobs import train as train_job
 
     cfg = tmp_path / "c.yaml"
@@ -195,3 +195,9 @@ def test_train_refuses_a_stride_the_prepared_data_cannot_serve(done, tmp_path, c
     good = config_mod.load_config(str(cfg), ["data.video_stride=2"])
     assert input_problems(good, ("train",)) == []
     assert split_videos(good, "train").num_videos == 3
+    # ... but not for a manifest of source videos (no _prepare.json beside it)
+    on_source = config_mod.load_config(str(cfg), ["data.video_stride=2", f"data.test_manifest={source / 'train.txt'}"])
+    (msg,) = input_problems(on_source, ("test",))
+    assert msg.startswith("data.test_manifest: data.video_stride=2") and "source videos" in msg, msg
+    with pytest.raises(ValueError, match="data.video_stride=2, but .* holds source videos"):
+        split_videos(on_source, "test")

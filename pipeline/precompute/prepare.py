@@ -94,9 +94,11 @@ def prepare_video(path: str, cfg: PrecomputeConfig, *, dst: str, encode: dict) -
     """Re-encode the local video `path` into the local file `dst`, then score `dst` (runs in
     the decoder process). `cfg`: rates in prepared frames. Returns `score_video`'s result of
     the prepared file, its `decode_s` / `decoded_frames` including the source's, plus
-    `encode`: `reencode.reencode`'s record. Raises VideoError (stage encode: x264 / writing)."""
+    `encode`: `reencode.reencode`'s record, and `cpu_s`: this process's CPU seconds for the
+    video (decode + encode + score). Raises VideoError (stage encode: x264 / writing)."""
     import av
 
+    cpu0 = time.process_time()
     settings = reencode.EncodeSettings(**encode)
     info = probe_file(path, settings.decode_threads)
     check_length(len(range(0, info.num_frames, settings.stride)), cfg)  # before paying for the encode
@@ -110,6 +112,7 @@ def prepare_video(path: str, cfg: PrecomputeConfig, *, dst: str, encode: dict) -
     result["encode"] = record
     result["decoded_frames"] += record["prepared_frames"]
     result["decode_s"] += record["decode_s"]
+    result["cpu_s"] = time.process_time() - cpu0
     return result
 
 
@@ -124,7 +127,7 @@ class PrepareWorker(PartWorker):
         self.folder = storage.join(storage.normalize(out), prepared.VIDEOS_DIR)
         if not storage.is_s3(self.folder):
             os.makedirs(self.folder, exist_ok=True)
-        self.encode_s = 0.0
+        self.encode_s = self.cpu_s = 0.0
 
     def run_video(self, row: dict, local: str) -> tuple[dict, dict]:
         name = video_name(row)
@@ -138,6 +141,7 @@ class PrepareWorker(PartWorker):
                 try:
                     self._commit_video(tmp, uri)
                     self.encode_s += reply["result"]["encode"]["encode_s"]
+                    self.cpu_s += reply["result"]["cpu_s"]
                 except OSError as err:
                     reply = {"ok": False, "stage": "encode", "error": f"write failed: {storage.redact(str(err))}"}
         finally:
@@ -154,10 +158,11 @@ class PrepareWorker(PartWorker):
 
     def marker_extra(self, done: list[dict]) -> dict[str, Any]:
         """The part's prepared videos ([source line, manifest path, label, source path]) and
-        its encoding seconds; the driver writes the new manifest from these."""
+        its encoding seconds and decoder-process CPU seconds; the driver writes the new
+        manifest from these."""
         extra = {"prepared": [[r["line"], r["video"], r["label"], r["source"]] for r in done],
-                 "encode_s": round(self.encode_s, 4)}
-        self.encode_s = 0.0
+                 "encode_s": round(self.encode_s, 4), "cpu_s": round(self.cpu_s, 4)}
+        self.encode_s = self.cpu_s = 0.0
         return extra
 
 
