@@ -93,6 +93,27 @@ def test_prepare_worker_on_a_numpy_batch_without_ray(tmp_path):
     assert row["sampling_rate"] == 1 and row["fps"] == pytest.approx(12.5)
 
 
+@pytest.mark.integration
+def test_prepare_worker_writes_to_s3(tmp_path, s3_bucket):
+    import dataclasses
+
+    src = make_video(tmp_path / "a.mp4", frames=40, seed=2)
+    rows = [{"line": 5, "video": "a.mp4", "path": str(src), "label": 1, "error": ""}]
+    cfg = shard_config(PrecomputeConfig(sampling_rates=(2,), short_side=32, num_frames=8, timeout_s=60), 2)
+    out = f"s3://{s3_bucket}/prepared"
+    worker = PrepareWorker(dataclasses.asdict(cfg), out, encode=dataclasses.asdict(encode_settings(32, 4, 2)))
+    try:
+        marker = json.loads(worker({"part": np.array([0]), "rows": np.array([json.dumps(rows)], dtype=object)})["summary"][0])
+    finally:
+        worker.decoder.close()
+    assert marker["ok"] == 1
+    uri = f"{out}/videos/0000005-a.mp4"
+    local = tmp_path / "back.mp4"
+    storage.download(uri, str(local))
+    assert video.probe(str(local)).num_frames == 20
+    assert storage.read_table(shards.shard_file(out, 0)).column("path").to_pylist() == [uri]
+
+
 # --------------------------------------------------------------------------- the job, with Ray
 
 
