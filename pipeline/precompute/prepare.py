@@ -29,9 +29,8 @@ import uuid
 from typing import Any, Callable
 
 from pipeline import prepared, reencode, shards, storage
-from pipeline.manifest import read_manifest
 from pipeline.precompute.config import ConfigError, PrecomputeConfig
-from pipeline.precompute.job import JobKind, Summary, manifest_fingerprint, run_precompute
+from pipeline.precompute.job import JobKind, Summary, run_precompute
 from pipeline.precompute.parts import PartWorker
 from pipeline.precompute.scoring import VideoError, check_length, probe_file, score_video
 
@@ -209,13 +208,10 @@ def run_prepare(manifest: str, out: str, cfg: PrecomputeConfig, encode: reencode
     entries = [e for m in markers.values() for e in m.get("prepared", [])]
     storage.write_bytes_atomic(storage.join(out, prepared.MANIFEST_FILE), manifest_text(entries).encode(),
                                endpoint=endpoint)
-    rows = read_manifest(manifest, path_column=cfg.path_column or None, label_column=cfg.label_column or None,
-                         endpoint=endpoint)
     meta = {
         prepared.SETTINGS_KEY: settings,
         "manifest": prepared.MANIFEST_FILE,
-        "source_manifest": {"uri": storage.redact(manifest), "sha256": manifest_fingerprint(rows),
-                            "videos": len(rows)},
+        "source_manifest": shards.read_meta(out)["manifest"],  # uri, sha256, lines
         "shard_sampling_rates": list(shard_cfg.sampling_rates),
         "source_sampling_rates": kind.meta["source_sampling_rates"],
         "shard_short_side": shard_cfg.short_side,
