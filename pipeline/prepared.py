@@ -43,12 +43,12 @@ def problems(data, settings: dict[str, Any] | None, where: str) -> list[str]:
     if data.video_stride != stride:
         out.append(
             f"data.video_stride={data.video_stride}, but {where} was prepared with --stride {stride} "
-            f"(its videos keep every {stride}-th source frame): set data.video_stride={stride} "
+            f"(its videos keep one source frame in {stride}): set data.video_stride={stride} "
             f"(data.sampling_rate stays in source frames)")
     if data.sampling_rate % stride:
         out.append(
             f"data.sampling_rate={data.sampling_rate} (source frames) is not a multiple of the --stride "
-            f"{stride} {where} was prepared with: its videos hold only every {stride}-th source frame; "
+            f"{stride} {where} was prepared with: its videos hold only one source frame in {stride}; "
             f"use a sampling rate in {stride}, {2 * stride}, ... or prepare the source again")
     if short and data.short_side > short:
         out.append(

@@ -76,7 +76,7 @@ def shard_config(cfg: PrecomputeConfig, stride: int, rates_given: bool = True) -
     if bad and (rates_given or len(bad) == len(rates)):
         raise ConfigError(
             f"sampling_rates={list(rates)} (source frames): {', '.join(map(str, bad))} not a multiple of "
-            f"--stride {stride}: prepared videos keep only every {stride}-th source frame; give "
+            f"--stride {stride}: prepared videos keep only one source frame in {stride}; give "
             f"--sampling-rates {stride} {2 * stride} ... or a smaller --stride")
     kept = tuple(s // stride for s in rates if s % stride == 0)
     return dataclasses.replace(cfg, sampling_rates=kept).validate()
