@@ -10,6 +10,10 @@ keep exactly `num_kept(N, ratio)` tokens per clip, so a batch is a dense [B, K] 
 `mgtc_threshold` keeps a different number per clip; its rows keep all N slots, real entries
 first, padded with index 0, and `keep_mask` marks the real entries. Selection runs on the
 scores' device and never reads a tensor back to the host.
+
+Besides the strategies: `select_views`, the deterministic per-view selection of evaluation
+(random / tube views seeded from (seed, video, view)), and `pretrain_visible`, MAE's mask
+drawn over the tokens a strategy kept.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import numpy as np
 import torch
 
 from pipeline.vocab import SCORE_STRATEGIES, STRATEGIES, running_cell_masked
+
+# Entropy of the per-view generators at evaluation (`view_generator`): fixed, so that
+# `optim.seed` alone decides which tokens a random / tube view drops.
+VIEW_ENTROPY = 0x6D677476
 
 
 @dataclass(frozen=True)
@@ -234,9 +242,11 @@ def select_tokens(
 
 
 def view_generator(seed: int, video_id: int, view: int) -> torch.Generator:
-    """The generator of one test / validation view: the same tokens whatever batch or rank
-    the view is in."""
-    return torch.Generator().manual_seed(hash((int(seed), int(video_id), int(view))) % 2**63)
+    """The generator of one test / validation view, from `SeedSequence(VIEW_ENTROPY,
+    spawn_key=(seed, video_id, view))` (as the data path seeds its actors): the same tokens
+    whatever batch or rank the view is in."""
+    seq = np.random.SeedSequence(VIEW_ENTROPY, spawn_key=(int(seed) % 2**63, int(video_id), int(view)))
+    return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))  # 63 bits
 
 
 def select_views(
@@ -259,6 +269,33 @@ def select_views(
         return Selection(torch.cat([r.ids_keep for r in rows]))
     on_scores = scores if strategy in SCORE_STRATEGIES else None
     return select_tokens(strategy, scores=on_scores, grid=grid, batch=scores.shape[0], ratio=ratio, tau=tau)
+
+
+def pretrain_visible(
+    ids_keep: torch.Tensor, grid: tuple[int, int, int], ratio: float, mode: str, generator: torch.Generator
+) -> torch.Tensor:
+    """The MAE mask drawn over the kept tokens: encoder-visible ids [B, V], sorted.
+
+    ids_keep: [B, K] (same K per row). int(ratio * K) kept tokens are masked per clip, so
+    V = K - int(ratio * K) is the same in every row, as the MAE encoder needs.
+    mode "tube": one noise value per spatial position, shared by all slices (VideoMAE's tube:
+    the visible tokens are whole tubes of the lowest-noise positions, minus the tokens MGTC
+    dropped; the last tube may be cut); "random": one value per token.
+    """
+    b, k = ids_keep.shape
+    t, h, w = grid
+    masked = int(ratio * k)
+    if not 0 < masked < k:
+        raise ValueError(f"masking.pretrain_ratio={ratio} masks {masked} of {k} kept tokens; need 1..{k - 1}")
+    # The noise comes from the (CPU, checkpointed) generator and goes to the ids' device:
+    # reading ids_keep back instead would be a device -> host sync per step.
+    if mode == "tube":
+        noise = torch.rand(b, h * w, generator=generator).repeat(1, t)  # [B, N]
+    else:
+        noise = torch.rand(b, t * h * w, generator=generator)
+    noise = noise.to(ids_keep.device, non_blocking=True)
+    order = torch.sort(noise.gather(1, ids_keep), dim=1, stable=True).indices[:, : k - masked]
+    return ids_keep.gather(1, order).sort(dim=1).values
 
 
 def calibrate_tau(scores: np.ndarray, mask_ratio: float) -> float:

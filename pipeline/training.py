@@ -16,7 +16,7 @@ box differs from frame to frame, and a mixed clip carries two clips' motion.
 
 Pre-training (`optim.mode=pretrain`): the strategy first removes redundant tokens
 (`masking.strategy` at `masking.ratio`, e.g. mgtc_ratio), then the MAE mask (tube or random
-at `masking.pretrain_ratio`) is drawn over what remains (`pretrain_visible`): the encoder sees
+at `masking.pretrain_ratio`) is drawn over what remains (`selection.pretrain_visible`): the encoder sees
 the visible tokens, the decoder reconstructs the kept-but-masked ones.
 
 Checkpoint every epoch; every rank reports one and Ray merges the files in one directory
@@ -65,7 +65,7 @@ from pipeline.device import configure_matmul, fused_optimizer, maybe_compile, pi
 from pipeline.flops import EncoderShape, encoder_shape, mean_gmacs
 from pipeline.modeling import STATE_FILE, autocast, flush_denormals, load_weights, make_model
 from pipeline.multiview import VideoScores
-from pipeline.selection import Selection, ids_to_mask, select_tokens, select_views
+from pipeline.selection import Selection, ids_to_mask, pretrain_visible, select_tokens, select_views
 from pipeline.shards import resolve_tau
 from pipeline.tracking import (
     RunLogger,
@@ -209,33 +209,6 @@ def to_device(sel: Selection, device: torch.device) -> Selection:
     """Non-blocking: a blocking host-to-device copy waits for the GPU to drain its queue."""
     mask = None if sel.keep_mask is None else sel.keep_mask.to(device, non_blocking=True)
     return Selection(sel.ids_keep.to(device, non_blocking=True), mask)
-
-
-def pretrain_visible(
-    ids_keep: torch.Tensor, grid: tuple[int, int, int], ratio: float, mode: str, generator: torch.Generator
-) -> torch.Tensor:
-    """The MAE mask drawn over the kept tokens: encoder-visible ids [B, V], sorted.
-
-    ids_keep: [B, K] (same K per row). int(ratio * K) kept tokens are masked per clip, so
-    V = K - int(ratio * K) is the same in every row, as the MAE encoder needs.
-    mode "tube": one noise value per spatial position, shared by all slices (VideoMAE's tube:
-    the visible tokens are whole tubes of the lowest-noise positions, minus the tokens MGTC
-    dropped; the last tube may be cut); "random": one value per token.
-    """
-    b, k = ids_keep.shape
-    t, h, w = grid
-    masked = int(ratio * k)
-    if not 0 < masked < k:
-        raise ValueError(f"masking.pretrain_ratio={ratio} masks {masked} of {k} kept tokens; need 1..{k - 1}")
-    # The noise comes from the (CPU, checkpointed) generator and goes to the ids' device:
-    # reading ids_keep back instead would be a device -> host sync per step.
-    if mode == "tube":
-        noise = torch.rand(b, h * w, generator=generator).repeat(1, t)  # [B, N]
-    else:
-        noise = torch.rand(b, t * h * w, generator=generator)
-    noise = noise.to(ids_keep.device, non_blocking=True)
-    order = torch.sort(noise.gather(1, ids_keep), dim=1, stable=True).indices[:, : k - masked]
-    return ids_keep.gather(1, order).sort(dim=1).values
 
 
 def finetune_loss(

@@ -1,5 +1,7 @@
 """Invariants of the token-selection strategies (pure functions, no Ray)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,9 @@ from pipeline.selection import (
     restore_tokens,
     running_cell_keep,
     running_cell_pattern,
+    pretrain_visible,
     select_tokens,
+    select_views,
 )
 
 GRID = (8, 14, 14)
@@ -175,3 +179,41 @@ def test_calibrated_tau_reproduces_ratio_through_threshold_strategy():
     sel = mgtc_threshold_keep(scores, tau)
     assert abs(1 - sel.lengths.sum().item() / scores.numel() - 0.25) < 1e-3
     assert np.isfinite(tau)
+
+
+def test_eval_selection_is_deterministic_per_view():
+    grid = (4, 2, 2)
+    scores = torch.rand(3, *grid)
+    ids, views = torch.tensor([5, 5, 9]), torch.tensor([0, 1, 0])
+    a = select_views("random", scores, ids, views, ratio=0.5).ids_keep
+    b = select_views("random", scores[[2, 0]], ids[[2, 0]], views[[2, 0]], ratio=0.5).ids_keep
+    assert torch.equal(a[[2, 0]], b)  # same (video, view) -> same tokens, whatever the batch
+    assert not torch.equal(a[0], a[1])  # views of one video differ
+    assert a.shape == (3, 8)
+    cell = select_views("running_cell", scores, ids, views, ratio=0.5).ids_keep
+    assert torch.equal(cell, select_tokens("running_cell", grid=grid, batch=3, ratio=0.5).ids_keep)
+    mgtc = select_views("mgtc_ratio", scores, ids, views, ratio=0.5).ids_keep
+    assert torch.equal(mgtc, select_tokens("mgtc_ratio", scores=scores, ratio=0.5).ids_keep)
+    other_seed = select_views("random", scores, ids, views, ratio=0.5, seed=1).ids_keep
+    assert not torch.equal(a, other_seed)  # the seed decides the views' draws
+
+
+def test_pretrain_visible_is_a_fixed_size_subset_of_the_kept_tokens():
+    grid, n = (4, 2, 2), 16
+    scores = torch.rand(6, *grid)
+    scores[:, 0] = math.inf
+    kept = select_tokens("mgtc_ratio", scores=scores, ratio=0.25).ids_keep  # [6, 12]
+    for mode in ("tube", "random"):
+        visible = pretrain_visible(kept, grid, 0.5, mode, torch.Generator().manual_seed(0))
+        assert visible.shape == (6, 12 - int(0.5 * 12))
+        for v, k in zip(visible, kept):
+            assert set(v.tolist()) <= set(k.tolist())
+            assert torch.equal(v, v.sort().values) and len(set(v.tolist())) == len(v)
+    # Tube: with every token kept, the visible set is whole tubes (all slices of a position).
+    full = torch.arange(n).expand(3, n)
+    visible = pretrain_visible(full, grid, 0.5, "tube", torch.Generator().manual_seed(1))
+    for row in visible:
+        positions = row % (grid[1] * grid[2])
+        assert all((positions == p).sum() == grid[0] for p in positions.unique())
+    with pytest.raises(ValueError, match="pretrain_ratio"):
+        pretrain_visible(kept[:, :1], grid, 0.5, "tube", torch.Generator())

@@ -33,7 +33,6 @@ from pipeline.training import (
     make_recipe,
     make_scheduler,
     pretrain_loss,
-    pretrain_visible,
     rng_state,
     run_training,
     select_train,
@@ -95,26 +94,6 @@ def datasets(train_videos: int = 16, val_videos: int = 4):
 
 
 # ------------------------------------------------------------------------------ in-process
-
-
-def test_pretrain_visible_is_a_fixed_size_subset_of_the_kept_tokens():
-    scores = torch.rand(6, *GRID)
-    scores[:, 0] = math.inf
-    kept = select_tokens("mgtc_ratio", scores=scores, ratio=0.25).ids_keep  # [6, 12]
-    for mode in ("tube", "random"):
-        visible = pretrain_visible(kept, GRID, 0.5, mode, torch.Generator().manual_seed(0))
-        assert visible.shape == (6, 12 - int(0.5 * 12))
-        for v, k in zip(visible, kept):
-            assert set(v.tolist()) <= set(k.tolist())
-            assert torch.equal(v, v.sort().values) and len(set(v.tolist())) == len(v)
-    # Tube: with every token kept, the visible set is whole tubes (all slices of a position).
-    full = torch.arange(N).expand(3, N)
-    visible = pretrain_visible(full, GRID, 0.5, "tube", torch.Generator().manual_seed(1))
-    for row in visible:
-        positions = row % (GRID[1] * GRID[2])
-        assert all((positions == p).sum() == GRID[0] for p in positions.unique())
-    with pytest.raises(ValueError, match="pretrain_ratio"):
-        pretrain_visible(kept[:, :1], GRID, 0.5, "tube", torch.Generator())
 
 
 def test_optimizer_layer_decay_no_weight_decay_and_per_step_schedule(tmp_path):
