@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.config import ConfigError
     from pipeline.export import ExportError, export
-    from pipeline.model import CheckpointError
+    from pipeline.checkpoints import CheckpointError
     from pipeline.predict.labels import LabelsError
     from pipeline.predict.loading import load_for_inference
 

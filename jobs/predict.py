@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_batch(args, masking)
     from pipeline.config import ConfigError
-    from pipeline.model import CheckpointError
+    from pipeline.checkpoints import CheckpointError
     from pipeline.predict.core import predict_videos
     from pipeline.predict.labels import LabelsError
     from pipeline.predict.loading import load_for_inference

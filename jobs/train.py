@@ -32,7 +32,7 @@ def checked_checkpoint(cfg, uri: str, prog: str) -> bool:
     """Read and validate checkpoint `uri` for `cfg` in the driver, before Ray starts: False
     (after one line on stderr naming the file) when it is unusable; the keys a non-strict
     load leaves missing or ignores are printed as WARNING lines."""
-    from pipeline.model import CheckpointError
+    from pipeline.checkpoints import CheckpointError
     from pipeline.modeling import check_weights
 
     try:

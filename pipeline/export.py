@@ -4,7 +4,7 @@ Formats, each written to `--out DIR` with an `export.json` beside it (input layo
 normalisation, class names, token count, the source checkpoint):
 - `hf`: a Hugging Face `VideoMAEForVideoClassification` directory (`config.json` +
   `model.safetensors`, written by transformers' own `save_pretrained`). The weights are
-  `official_to_hf_state_dict` of ours, the inverse of `pipeline.model.hf_to_official_state_dict`
+  `official_to_hf_state_dict` of ours, the inverse of `pipeline.checkpoints.hf_to_official_state_dict`
   (`qkv.weight` [3D, D] split into query / key / value, `q_bias` / `v_bias` onto query /
   value). Checked after writing by loading the directory with transformers: its q / v
   biases must equal ours (transformers 5 renamed them, and a file under the other name
@@ -30,7 +30,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from pipeline.model import IMAGENET_MEAN, IMAGENET_STD, LN_EPS, hf_to_official_state_dict
+from pipeline.checkpoints import hf_to_official_state_dict
+from pipeline.model import IMAGENET_MEAN, IMAGENET_STD, LN_EPS
 from pipeline.predict.loading import InferenceModel
 
 FORMATS = ("hf", "pt2", "torchscript")

@@ -18,18 +18,17 @@ import torch
 from torch import nn
 
 from pipeline import storage
-from pipeline.config import Config
-from pipeline.model import (
+from pipeline.checkpoints import (
     CheckpointError,
     LoadReport,
-    build_model,
-    build_pretrain_model,
     extract_state_dict,
     load_videomae_checkpoint,
     plan_load,
     read_checkpoint,
     to_model_keys,
 )
+from pipeline.config import Config
+from pipeline.model import build_model, build_pretrain_model
 
 STATE_FILE = "state.pt"  # our training checkpoints: <checkpoint dir>/state.pt
 

@@ -11,9 +11,10 @@ import torch
 
 from jobs import evaluate as eval_job
 from jobs import train as train_job
+from pipeline.checkpoints import CheckpointError, load_videomae_checkpoint
 from pipeline.config import load_config
+from pipeline.model import build_model, build_pretrain_model
 from pipeline.modeling import check_weights, make_model
-from pipeline.model import CheckpointError, build_model, build_pretrain_model, load_videomae_checkpoint
 
 FRAMES, SIZE = 4, 32
 TINY = [

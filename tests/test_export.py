@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.checkpoints import hf_to_official_state_dict
 from pipeline.export import ExportError, check_hf, example_input, official_to_hf_state_dict
-from pipeline.model import hf_to_official_state_dict
 from pipeline.predict.loading import load_for_inference
 from tests.test_predict import NAMES, tiny_checkpoint
 

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoints import hf_to_official_state_dict, load_videomae_checkpoint
 from pipeline.model import (
     Packing,
     VideoMAEEncoder,
     build_model,
     build_pretrain_model,
-    hf_to_official_state_dict,
-    load_videomae_checkpoint,
     masked_ids,
     patchify_target,
     sincos_table,

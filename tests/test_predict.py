@@ -198,7 +198,7 @@ def test_official_checkpoint_config_from_its_weights(tmp_path, videos):
 
 
 def test_pretraining_checkpoint_is_refused(tmp_path):
-    from pipeline.model import CheckpointError
+    from pipeline.checkpoints import CheckpointError
 
     _, model = tiny_checkpoint(tmp_path)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}

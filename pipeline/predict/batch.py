@@ -447,7 +447,7 @@ def main_batch(args, masking: Masking | None) -> int:
 
     from pipeline.config import ConfigError
     from pipeline.manifest import ManifestError
-    from pipeline.model import CheckpointError
+    from pipeline.checkpoints import CheckpointError
     from pipeline.predict.labels import LabelsError
 
     settings = BatchSettings(

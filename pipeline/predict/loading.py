@@ -27,15 +27,9 @@ import torch
 from torch import nn
 
 from pipeline import storage
+from pipeline.checkpoints import CheckpointError, extract_state_dict, plan_load, read_checkpoint, to_model_keys
 from pipeline.config import Config
-from pipeline.model import (
-    VIT_SIZES,
-    CheckpointError,
-    extract_state_dict,
-    plan_load,
-    read_checkpoint,
-    to_model_keys,
-)
+from pipeline.model import VIT_SIZES
 from pipeline.modeling import STATE_FILE, flush_denormals, make_model
 from pipeline.predict.labels import check_class_count, read_class_names
 from pipeline.selection import STRATEGIES, check_ratio
