@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from jobs import bench_gpu
+from pipeline.bench import gpu
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
@@ -40,16 +41,16 @@ def test_dry_run_goes_through_every_check_and_writes_the_table(tmp_path, capsys)
 @pytest.mark.integration
 def test_dry_run_ray_train_step(ray_local, tmp_path):
     plan = bench_gpu.make_plan(bench_gpu.build_parser().parse_args(["--dry-run"]))
-    (row,) = bench_gpu.check_ray(plan)
+    (row,) = gpu.check_ray(plan)
     assert row.status == "pass" and "backend gloo" in row.value, row
 
 
 def test_peaks_come_from_the_device_name():
-    assert bench_gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert bench_gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
-    assert bench_gpu.peak_tflops("NVIDIA H200") == 989.0
-    assert bench_gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert bench_gpu.peak_tflops("Some Future GPU") is None
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_tflops("NVIDIA H200") == 989.0
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu.peak_tflops("Some Future GPU") is None
 
 
 def test_a_failing_check_is_a_row_not_a_crash(monkeypatch):
