@@ -297,14 +297,29 @@ def _empty_output(spec: ClipSpec) -> dict[str, np.ndarray]:
     }
 
 
-# Entropy of the decode actors' generators: fixed, so that `optim.seed` alone decides the
+# Entropy of the training clips' generators: fixed, so that `optim.seed` alone decides the
 # clip sampling and augmentation of a run.
 SEED_ENTROPY = 0x6D677463
 
 
+def clip_generators(
+    seed: int, epoch: int, video_id: int, num_sample: int, entropy: int = SEED_ENTROPY,
+) -> tuple[np.random.Generator, list[np.random.Generator]]:
+    """The generators of one training video in one epoch: (window, [one per sample]).
+
+    A function of the row (video_id), the epoch and the seed alone: `SeedSequence(entropy,
+    spawn_key=(seed, epoch, video_id))` draws the temporal window, its `num_sample` children
+    (spawn keys (seed, epoch, video_id, k)) each sample's crop, flip and RandAugment ops.
+    Which actor decodes the video, and in which order videos reach it, change nothing.
+    """
+    seq = np.random.SeedSequence(entropy, spawn_key=(int(seed) % 2**63, int(epoch), int(video_id)))
+    return np.random.default_rng(seq), [np.random.default_rng(child) for child in seq.spawn(num_sample)]
+
+
 def _execution_index() -> int:
-    """How many times the current Ray Data dataset has executed before (its epoch), as the
-    DataContext an actor is created with records it; 0 outside Ray Data."""
+    """How many times the current Ray Data dataset has executed before (its epoch: Ray Train
+    executes the train dataset once per epoch, each time with new actors), from the
+    DataContext the actor was created with; 0 outside Ray Data."""
     try:
         import ray.data
 
@@ -326,13 +341,12 @@ class ClipMaker:
     repeated augmentation), val/test `clips * crops` rows per video. A video that fails is dropped
     with a warning and counted in `self.failed`: one bad file never sinks an epoch.
 
-    Randomness (train only): one Generator per actor from `SeedSequence(entropy, spawn_key=
-    (seed, execution))`: `seed` is `optim.seed`, `execution` the dataset's execution index
-    (Ray Train re-executes the dataset every epoch, with fresh actors), and `entropy`
-    defaults to a constant, so a seeded run draws the same windows, crops, flips and
-    RandAugment ops every time (`block order` is seeded too), while every epoch draws new
-    ones: the videos reach the actor in a new, seeded order. With more than one decode actor
-    which actor gets which video varies: see docs/TRAINING.md, Reproducibility.
+    Randomness (train only): per video row, `clip_generators(seed, epoch, video_id)`:
+    `seed` is `optim.seed`, `epoch` the dataset's execution index (Ray Train re-executes the
+    dataset every epoch, with fresh actors) and the entropy a constant, so a seeded run draws
+    the same windows, crops, flips and RandAugment ops every time, whichever actor gets a
+    video and in whichever order, and every epoch draws new ones (docs/TRAINING.md,
+    Reproducibility).
     """
 
     def __init__(self, cfg: Config, split: str, *, seed: int = 0, entropy: int | None = None,
@@ -340,11 +354,9 @@ class ClipMaker:
         # S3 settings of the driver, for actors of a cluster started without them.
         os.environ.update(env or {})
         self.spec = clip_spec(cfg, split)
-        execution = _execution_index()
-        seq = np.random.SeedSequence(SEED_ENTROPY if entropy is None else entropy,
-                                     spawn_key=(int(seed), execution))
-        self.entropy = seq.entropy
-        self._rng = np.random.default_rng(seq)
+        self.seed = int(seed)
+        self.epoch = _execution_index()
+        self.entropy = SEED_ENTROPY if entropy is None else int(entropy)
         self._augment = (
             rand_augment(self.spec.rand_augment, self.spec.input_size)
             if self.spec.train and self.spec.rand_augment else None
@@ -398,12 +410,14 @@ class ClipMaker:
 
         size = None if cells is None else (int(row["resized_height"]), int(row["resized_width"]))
         if spec.train:
+            window, samples = clip_generators(self.seed, self.epoch, int(row["video_id"]), spec.num_sample,
+                                              self.entropy)
             frames, positions = read_frames(
                 row["path"], spec.sampling_rate, spec.short_side,
-                lambda m: video.train_window(checked(m), spec.num_frames, self._rng), size, spec.decoder,
+                lambda m: video.train_window(checked(m), spec.num_frames, window), size, spec.decoder,
             )
-            return [(0, *train_clip(spec, frames, positions, cells, cell, self._rng, self._augment))
-                    for _ in range(spec.num_sample)]
+            return [(0, *train_clip(spec, frames, positions, cells, cell, rng, self._augment))
+                    for rng in samples]
         views: list[np.ndarray] = []
 
         def union(m: int) -> np.ndarray:

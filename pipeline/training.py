@@ -86,6 +86,8 @@ from pipeline.vocab import SCORE_STRATEGIES, token_grid
 # after the first step of that epoch, once (the marker file records that it happened).
 CRASH_ENV = "MGTC_TEST_CRASH_ONCE"
 RNG_FILE = "rng_rank{rank}.pt"
+# Entropy of the per-step seeds (`seed_step`): optim.seed alone decides a run's draws.
+STEP_ENTROPY = 0x6D677473
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_step(recipe: Recipe, rank: int, step: int) -> None:
+    """Reseed this worker's RNGs for one optimizer step from (optim.seed, rank, step).
+
+    The step's random draws (RandAugment on the trainer, random erasing, mixup / cutmix,
+    dropout, drop path, the selection generator) come from Python's, numpy's and torch's
+    global RNGs, which anything else in the worker process may also draw from (Ray's own
+    threads run there too): reseeding per step makes each step's draws a function of the
+    step alone, so a seeded run repeats them exactly, a resumed one included.
+    """
+    state = np.random.SeedSequence(STEP_ENTROPY, spawn_key=(recipe.cfg.optim.seed % 2**63, rank, step))
+    seed = int(state.generate_state(1, np.uint64)[0] >> 1)  # 63 bits: every RNG takes it
+    seed_everything(seed)
+    recipe.generator.manual_seed(seed)
 
 
 def make_recipe(cfg: Config, tau: float | None, device: torch.device, rank: int) -> Recipe:
@@ -319,6 +336,7 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2,
                                           pin_memory=pin):
         waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
+        seed_step(recipe, ctx.get_world_rank(), progress.step)
         scheduler.step_update(progress.step)
         x, scores, labels = to_model_inputs(batch, recipe.device, recipe.augment)
         sel = select_train(recipe, scores)
@@ -567,6 +585,14 @@ class TrainValDataConfig(ray.train.DataConfig):
 
     def __init__(self) -> None:
         super().__init__(datasets_to_split=["train"])
+
+    def _resolve_execution_options(self, dataset_name: str):
+        # Rows reach the trainers in the (seeded) order of the source, whichever decode
+        # actor finishes first: the batches, and so the losses, of a seeded run repeat.
+        # (The splitter then ignores locality hints, which on one node change nothing.)
+        options = super()._resolve_execution_options(dataset_name)
+        options.preserve_order = True
+        return options
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         rest = {name: ds for name, ds in datasets.items() if name != "val"}

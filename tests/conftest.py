@@ -51,14 +51,16 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray instance for the whole session (2 CPUs, no dashboard needed)."""
+    """One local Ray instance for the whole session (2 CPUs), bound to loopback as a local
+    run's (`localray.init_local`)."""
     import ray
 
+    from pipeline.localray import init_local
+
     ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(
+    init_local(
         num_cpus=2,
         include_dashboard=True,
-        dashboard_host="127.0.0.1",
         dashboard_port=free_port(),  # several suites may share one machine
         _temp_dir=ray_tmp,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},

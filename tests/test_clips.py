@@ -254,8 +254,8 @@ def test_train_window_is_consecutive_stride_positions(videos):
     every, _ = clips.read_frames(row["path"], 1, 64, lambda m: np.arange(m))
     starts = set()
     maker = clips.ClipMaker(cfg, "train", entropy=5)
-    for _ in range(12):
-        pixels = maker(as_batch([row]))["pixels"][0]
+    for i in range(12):  # per-row draws: another video id, another window
+        pixels = maker(as_batch([row | {"video_id": np.int64(i)}]))["pixels"][0]
         matches = [s for s in range(0, 32 - 14) if np.array_equal(pixels, every[s:s + 16:2])]
         assert matches and all(s % 2 == 0 for s in matches)
         starts.add(matches[0])
@@ -271,7 +271,8 @@ def test_train_crop_score_agreement(videos):
         row = shard_row(videos[name], 2, 64)
         a = clips.ClipMaker(cfg, "train", entropy=2024)
         b = clips.ClipMaker(cfg, "train", entropy=2024)
-        for _ in range(16):
+        for i in range(16):
+            row = row | {"video_id": np.int64(i)}
             shard_out, computed_out = a(as_batch([row])), b(as_batch([plain_row(row)]))
             assert np.array_equal(shard_out["pixels"], computed_out["pixels"])  # same draws
             ks, kc = kept_sets(shard_out["scores"])[0], kept_sets(computed_out["scores"])[0]
@@ -292,8 +293,8 @@ def test_flip_moves_scores_with_the_pixels(videos):
     row = shard_row(videos["square"], 2, 64)
     maker = clips.ClipMaker(cfg, "train", entropy=7)
     sides, checked = set(), 0
-    for _ in range(48):
-        out = maker(as_batch([row]))
+    for i in range(48):
+        out = maker(as_batch([row | {"video_id": np.int64(i)}]))
         pixels, scores = out["pixels"][0].astype(int), out["scores"][0]  # [4, 32, 32, 3], [2, 2, 2]
         # Slice 1's boundary score compares clip frames 3 and 0 (the square moved 12 px).
         changed = (np.abs(pixels[3] - pixels[0]).max(axis=-1) > 40).reshape(2, 16, 2, 16).sum(axis=(1, 3))
@@ -372,10 +373,49 @@ def test_seed_alone_decides_the_training_clips(videos):
     row = plain_row(shard_row(videos["orbit"], 2, 64))
     first, second = clips.ClipMaker(cfg, "train", seed=3), clips.ClipMaker(cfg, "train", seed=3)
     other = clips.ClipMaker(cfg, "train", seed=4)
-    for _ in range(3):
-        a, b, c = (m(as_batch([row]))["pixels"] for m in (first, second, other))
+    for i in range(3):
+        batch = as_batch([row | {"video_id": np.int64(i)}])
+        a, b, c = (m(batch)["pixels"] for m in (first, second, other))
         assert np.array_equal(a, b)
         assert not np.array_equal(a, c)
+
+
+def test_training_draws_follow_the_row_not_the_actor_or_arrival_order(videos):
+    """A training clip is a function of (seed, epoch, video id, sample) alone: the same
+    videos split over two actors, in another order, after other videos, give the same clips;
+    another epoch gives new ones. (With the draws per actor, which actor got which video and
+    in which order changed the clips: Ray Data's actor pool assigns blocks by timing.)"""
+    cfg = make_cfg(num_frames=8, sampling_rate=2, input_size=48, short_side=64, num_sample=2,
+                   rand_augment="rand-m7-n4-mstd0.5-inc1")
+    rows = [plain_row(shard_row(videos[name], 2, 64, video_id=i)) for i, name in enumerate(("right", "orbit", "down"))]
+
+    def by_video(*outs) -> dict[tuple[int, int], np.ndarray]:
+        got: dict[int, list] = {}
+        for out in outs:
+            for vid, pixels, scores in zip(out["video_id"].tolist(), out["pixels"], out["scores"]):
+                got.setdefault(vid, []).append((pixels, scores))
+        return {(vid, k): clip for vid, clip_list in got.items() for k, clip in enumerate(clip_list)}
+
+    one = by_video(clips.ClipMaker(cfg, "train", seed=5)(as_batch(rows)))
+    a, b = clips.ClipMaker(cfg, "train", seed=5), clips.ClipMaker(cfg, "train", seed=5)
+    b(as_batch([rows[1]]))  # b has drawn for another video before
+    split = by_video(b(as_batch([rows[2], rows[0]])), a(as_batch([rows[1]])))
+    assert one.keys() == split.keys() and len(one) == 6
+    for key in one:
+        assert np.array_equal(one[key][0], split[key][0]) and np.array_equal(one[key][1], split[key][1]), key
+    assert not np.array_equal(one[(0, 0)][0], one[(0, 1)][0])  # the two samples differ
+    later = clips.ClipMaker(cfg, "train", seed=5)
+    later.epoch = 1  # the next execution of the dataset
+    again = by_video(later(as_batch(rows)))
+    assert all(not np.array_equal(one[key][0], again[key][0]) for key in one)
+
+    window, samples = clips.clip_generators(5, 0, 2, 2)
+    same_window, same_samples = clips.clip_generators(5, 0, 2, 2)
+    assert window.integers(2**62) == same_window.integers(2**62)
+    assert [g.integers(2**62) for g in samples] == [g.integers(2**62) for g in same_samples]
+    draws = {clips.clip_generators(*key, 1)[0].integers(2**62)
+             for key in ((5, 0, 2), (6, 0, 2), (5, 1, 2), (5, 0, 3), (-5, 0, 2))}
+    assert len(draws) == 5
 
 
 @pytest.mark.skipif(bool(video.torchcodec_reason()), reason=video.torchcodec_reason() or "-")

@@ -384,6 +384,40 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path, ca
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out)
 
 
+@pytest.mark.integration
+def test_the_same_seed_twice_gives_the_same_losses(ray_local, mlflow_server, tmp_path):
+    """Two 1-epoch runs of the real data path (decode actors, 2 gloo workers) with one seed:
+    the same per-epoch loss, exactly (issue 13, item 12). The draws are per row and per
+    step, the rows reach the trainers in the source's order, and on one machine the same
+    float operations run in the same order: no tolerance is needed. Another seed differs."""
+    from pipeline.precompute import PrecomputeConfig, run_precompute
+    from pipeline.synth import make_dataset
+
+    paths = make_dataset(tmp_path / "synthetic", videos_per_class=2, size=32, frames=24, fps=25,
+                         classes=["static", "right", "left", "down"], splits=(1.0, 0.0, 0.0))
+    run_precompute(str(paths["train"]), str(tmp_path / "shards"),
+                   PrecomputeConfig(sampling_rates=(1,), short_side=32, cell=8, num_frames=8, actors=1),
+                   log=lambda line: None)
+    # Every random part of a training step is on: trainer-side RandAugment, random erasing,
+    # mixup / cutmix, drop path, two samples per decoded window, crops and flips.
+    base = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
+                       "data.num_sample=2", "data.decode_actors=2", "optim.epochs=1", "optim.warmup_epochs=0",
+                       "scaling.cpus_per_worker=0.25", "optim.batch_size=2", "optim.seed=11",
+                       "data.rand_augment=rand-m7-n4-mstd0.5-inc1", "data.augment_on=trainer")
+    client = mlflow_client(mlflow_server)
+
+    def losses(*overrides: str) -> list[float]:
+        summary = run_training(replace(base, list(overrides)))
+        assert summary["train_clips"] == 16 and not summary["reused"]
+        return [m.value for m in sorted(client.get_metric_history(summary["mlflow_run_id"], "loss"),
+                                        key=lambda m: m.step)]
+
+    first, second = losses("scaling.name=seed-a"), losses("scaling.name=seed-b")
+    assert len(first) == 1 and math.isfinite(first[0])
+    assert first == second, (first, second)
+    assert losses("scaling.name=seed-c", "optim.seed=12") != first
+
+
 def test_head_init_scale_is_configurable(tmp_path):
     """VideoMAE shrinks the fresh head by 0.001 (fine-tuning a pre-trained encoder); training
     from scratch wants a full-size head: the encoder's gradient scales with the head."""
