@@ -342,6 +342,9 @@ def test_clip_dataset_through_ray(ray_local, tmp_path):
     # Only the temporal window is random here (full-frame crop, no flip): epochs differ.
     moved = sum(not np.array_equal(epochs[0][v], epochs[1][v]) for v in epochs[0])
     assert moved >= 2, moved
+    # A new dataset with the same seed (a second run in this process) starts at epoch 0 again.
+    again = {r["video_id"]: r["pixels"] for r in clips.clip_dataset(cfg, "train", seed=1).take_all()}
+    assert all(np.array_equal(epochs[0][v], again[v]) for v in epochs[0])
 
     # Eval on a manifest of the 4 shard videos plus 4 the shards lack (scores computed on
     # the views: the same numbers), behind a 1-CPU actor like the evaluator's: on 2 CPUs the

@@ -72,3 +72,9 @@ def test_explicit_sqlite_store_keeps_artifacts_beside_it(tmp_path, monkeypatch):
     location = MlflowClient(uri).get_run(run_id).info.artifact_uri
     assert location.startswith((store.parent / "mlartifacts").as_uri()), location
     assert (store.parent / "mlartifacts").is_dir() and not (elsewhere / "mlruns").exists()
+
+
+@pytest.mark.integration
+def test_the_test_sessions_ray_is_loopback_only(ray_local):
+    """The suite's own Ray starts as a local run does (`localray.init_local`)."""
+    assert {node["NodeManagerAddress"] for node in ray_local.nodes()} == {"127.0.0.1"}

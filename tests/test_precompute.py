@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import motion, precompute, shards, storage, video
+from pipeline import localray, motion, precompute, shards, storage, video
 from pipeline.precompute import ConfigError, PrecomputeConfig, VideoError
 from _videos import ODD_NAME, av1_encoder, copy_as, make_bad_inputs, make_video, write_av1
 
@@ -294,7 +294,11 @@ def test_killed_job_resumes_to_the_same_shards(ray_local, finished, dataset, tmp
     rerun the same command: the output equals the uninterrupted run's, no duplicates."""
     manifest, expect = dataset
     out = str(tmp_path / "shards")
-    env = dict(os.environ, RAY_ADDRESS=ray_local.get_runtime_context().gcs_address,
+    # The session's Ray listens on loopback only (localray.init_local); a second driver joins
+    # it there, with Ray's cluster mode off as init_local starts it (else the driver looks
+    # for a raylet at the machine's external address).
+    port = ray_local.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    env = dict(os.environ, RAY_ADDRESS=f"{localray.LOOPBACK}:{port}", **{localray.CLUSTER_ENV: "0"},
                MGTC_FAULT_CRASH="crashme", MGTC_FAULT_DELAY_S="0.7", PYTHONPATH=str(REPO))
     args = [str(manifest), "--out", out, "--short-side", "64", "--num-frames", "8", "--part-size", "3",
             "--actors", "2"]
