@@ -86,12 +86,12 @@ def run_case(paths: list[str], work: Path, stride: int, actors: int) -> dict:
 
 def table(rows: list[dict], n: int) -> str:
     lines = ["| stride | actors | wall s | videos/s end to end | per actor | actor s / video | videos/s per busy core "
-             "| decoder CPU s / video | decode / encode / score wall s per video | prepared file |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| decoder CPU s / video | videos/s per core (CPU) | decode / encode / score wall s per video | prepared file |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = n / r["wall"]
         lines.append(f"| {r['stride']} | {r['actors']} | {r['wall']:.1f} | {rate:.2f} | {rate / r['actors']:.2f} "
-                     f"| {r['busy']:.2f} | {1 / r['busy']:.2f} | {r['cpu']:.2f} "
+                     f"| {r['busy']:.2f} | {1 / r['busy']:.2f} | {r['cpu']:.2f} | {1 / r['cpu']:.2f} "
                      f"| {r['decode']:.2f} / {r['encode']:.2f} / {r['score']:.2f} | {r['kb']:.0f} kB |")
     return "\n".join(lines)
 
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     work = Path(args.work_dir).resolve()
     paths = sources(work, args.videos)
+    kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1e3
     load_before = os.getloadavg()[0]
     with ray_session(num_cpus=os.cpu_count(), include_dashboard=False):
         rows = [run_case(paths, work, s, a) for s in args.strides for a in args.actors]
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = "\n".join([
         SECTION, "",
-        f"{len(paths)} K400-like videos (10 s, 30 fps, 426x320, H.264 with x264's defaults, ~100 kB: synthetic "
-        "content is less detailed than real clips) through `run_prepare`: short side 320 (= the source's), "
+        f"{len(paths)} K400-like videos (`pipeline.bench.data.write_source`: 10 s, 30 fps, 426x320, panning "
+        f"texture + moving object, H.264 with x264's defaults, {kb:.0f} kB each) through `run_prepare`: "
+        "short side 320 (= the source's), "
         "keyint 16, crf 23, preset medium, shards at short side 224 (source rate 4), parts of 2 videos, "
         "one case after the other on one local Ray.",
         "",
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "\"actor s / video\" is the actors' summed part time over the videos; its inverse is the throughput of "
         "one core in a long run (start-up amortized). \"Decoder CPU s / video\" is the CPU time of the decoder "
         "process (one thread each for decord and x264): the least load-sensitive number, and the one to size a "
-        "cluster with (cores = videos x CPU s / wall budget).",
+        "cluster with (cores = videos x CPU s / wall budget). The wall-time columns include the other jobs "
+        "sharing the cores (load average above the core count), so they understate an idle core.",
         "",
     ])
     write_section(Path(args.output), section)

@@ -9,8 +9,8 @@ the CPU, reported apart because on a GPU trainer it leaves the CPUs), hand-off (
 the output batch, what Ray's object store copies). Cases: decoder x source / prepared
 videos; "before" = today's path (decord, source video, RandAugment in the actor).
 
-Prepared videos are made here as `mgtc prepare` would (issue 12 item 2, not landed when this
-was written): every 4th frame (the stride lattice), short side 224, GOP 16, x264 crf 23.
+Prepared videos are made here with `mgtc prepare`'s encoding but its own size (`write_prepared`,
+older than the job): every 4th frame (the stride lattice), short side 224, GOP 16, x264 crf 23.
 Sources: moving textured content, 10 s at 30 fps, H.264 with x264's defaults (crf 23,
 keyint 250). Rounds interleave all cases; medians over rounds and videos.
 """
