@@ -395,6 +395,7 @@ def test_calibrate_writes_tau_per_rate_and_a_histogram(finished, tmp_path, capsy
     assert np.isinf(population[2]).sum() == 4 * 16
 
 
+@pytest.mark.integration
 def test_precompute_benchmark_runs_every_case_and_writes_its_section(ray_local, tmp_path, capsys):
     from jobs import bench_precompute
 
