@@ -222,3 +222,28 @@ def test_train_refuses_a_stride_the_prepared_data_cannot_serve(done, source, tmp
     assert msg.startswith("data.test_manifest: data.video_stride=2") and "source videos" in msg, msg
     with pytest.raises(ValueError, match="data.video_stride=2, but .* holds source videos"):
         split_videos(on_source, "test")
+
+
+@pytest.mark.integration
+def test_same_config_reads_the_same_source_frames_from_prepared_videos(done, source):
+    """sampling_rate 4 on the source == sampling_rate 4 with video_stride 2 on the prepared
+    copy (rate 2 in its frames): the same source frames, up to the re-encoding (PSNR)."""
+    from pipeline import clips
+
+    def views(path: str, stride: int) -> dict:
+        cfg = config_mod.Config(
+            data=config_mod.DataConfig(val_manifest="unused", num_classes=8, num_frames=8, sampling_rate=4,
+                                       video_stride=stride, input_size=32, short_side=32),
+            model=config_mod.ModelConfig(size="tiny", patch=8, tubelet=2))
+        maker = clips.ClipMaker(cfg, "val")
+        row = {"path": np.array([path]), "label": np.array([3]), "video_id": np.array([0]),
+               "shard_file": np.array([""])}
+        return maker(row)
+
+    src, prep = views(str(source / "v0.mp4"), 1), views(str(done / "videos" / "0000001-v0.mp4"), 2)
+    assert src["pixels"].shape == prep["pixels"].shape == (1, 8, 32, 32, 3)
+    mse = np.mean((src["pixels"].astype(np.float64) - prep["pixels"]) ** 2)
+    psnr = 10 * np.log10(255 ** 2 / mse)
+    print(f"source vs prepared clip: PSNR {psnr:.1f} dB")
+    assert psnr > 30
+    assert np.abs(src["scores"][:, 1:] - prep["scores"][:, 1:]).mean() < 0.02
