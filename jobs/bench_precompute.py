@@ -35,6 +35,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from jobs.bench import write_section
+from pipeline.bench.machine import cpu_model, wait_for_quiet
+from pipeline.bench.videos import rendered_copies
 
 SECTION = "## Precompute (issue 3)"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -125,54 +127,6 @@ def timed_pool(fn, paths: list[str], config: dict, workers: int) -> tuple[float,
         return time.perf_counter() - t0, results
 
 
-# --------------------------------------------------------------------------- setup
-
-
-def make_videos(work: Path, args: argparse.Namespace) -> list[str]:
-    """`args.videos` files (copies of `args.unique` distinct ones), generated once."""
-    import numpy as np
-
-    from pipeline.synth import CLASSES, render_video, write_video
-
-    folder = work / f"videos_{args.unique}x{args.frames}_{args.height}x{args.width}"
-    folder.mkdir(parents=True, exist_ok=True)
-    unique = []
-    for i in range(args.unique):
-        path = folder / f"u{i}.mp4"
-        if not path.exists():
-            side = max(args.height, args.width)
-            frames = render_video(i % len(CLASSES), np.random.default_rng(i), size=side, frames=args.frames)
-            write_video(path, np.ascontiguousarray(frames[:, :args.height, :args.width]), 25)
-        unique.append(path)
-    paths = []
-    for k in range(args.videos):
-        path = folder / f"v{k:04d}.mp4"
-        if not path.exists():
-            shutil.copyfile(unique[k % args.unique], path)
-        paths.append(str(path))
-    return paths
-
-
-def wait_for_quiet(max_wait: float) -> tuple[float, float]:
-    """Wait (up to max_wait s) until the 1-minute load average is below the core count;
-    returns (load average when starting, seconds waited)."""
-    cores = os.cpu_count() or 1
-    t0 = time.monotonic()
-    while os.getloadavg()[0] > cores + 0.5 and time.monotonic() - t0 < max_wait:
-        time.sleep(5)
-    return os.getloadavg()[0], time.monotonic() - t0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 # --------------------------------------------------------------------------- cases
 
 
@@ -202,13 +156,16 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple], dict]:
     from pipeline.vocab import ray_session
 
     work = Path(args.work_dir).resolve()
-    paths = make_videos(work, args)
+    folder = work / f"videos_{args.unique}x{args.frames}_{args.height}x{args.width}"
+    paths = rendered_copies(folder, args.videos, unique=args.unique, frames=args.frames, height=args.height,
+                            width=args.width, fps=25)
     cfg = PrecomputeConfig(sampling_rates=tuple(args.sampling_rates), short_side=args.short_side,
                            num_frames=8, progress_interval_s=1e9).validate()
     if args.part_size:
         cfg = dataclasses.replace(cfg, part_size=args.part_size).validate()
     config = dataclasses.asdict(cfg)
-    load_before, waited = wait_for_quiet(args.max_wait)
+    waited = wait_for_quiet(args.max_wait)
+    load_before = os.getloadavg()[0]
     runs: list[dict[str, float]] = []  # per repeat: case -> wall seconds
     frames = 0
     split = Counter()

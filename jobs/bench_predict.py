@@ -45,31 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_videos(folder: Path, args) -> list[str]:
-    """`args.videos` K400-size videos (3 distinct renders, copied), generated once."""
-    import numpy as np
-
-    from pipeline.synth import CLASSES, render_video, write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = int(args.seconds * args.fps)
-    unique = []
-    for i in range(3):
-        path = folder / f"u{i}.mp4"
-        if not path.exists():
-            side = max(args.height, args.width)
-            video = render_video(i % len(CLASSES), np.random.default_rng(i), size=side, frames=frames)
-            write_video(path, np.ascontiguousarray(video[:, :args.height, :args.width]), args.fps)
-        unique.append(path)
-    paths = []
-    for k in range(args.videos):
-        path = folder / f"v{k:04d}.mp4"
-        if not path.exists():
-            shutil.copyfile(unique[k % 3], path)
-        paths.append(str(path))
-    return paths
-
-
 def make_checkpoint(folder: Path, size: str) -> Path:
     """A random-weight training checkpoint of the benchmark's model (400 classes)."""
     import torch
@@ -147,10 +122,12 @@ def measure(args) -> tuple[list[tuple], dict]:
     import ray
     import torch
 
+    from pipeline.bench.videos import rendered_copies
     from pipeline.predict.loading import load_for_inference
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_predict_"))
-    paths = make_videos(work / "videos", args)
+    paths = rendered_copies(work / "videos", args.videos, unique=3, frames=int(args.seconds * args.fps),
+                            height=args.height, width=args.width, fps=args.fps)
     listing = work / "list.txt"
     listing.write_text("".join(f"{p}\n" for p in paths))
     ckpt = make_checkpoint(work, args.model)
@@ -192,7 +169,7 @@ def table(rows: list[tuple]) -> str:
 
 
 def section_text(body: str, info: dict, args, argv: list[str]) -> str:
-    from jobs.bench_precompute import cpu_model
+    from pipeline.bench.machine import cpu_model
 
     return (
         "## Batch inference (`mgtc bench predict`)\n\n"

@@ -224,7 +224,7 @@ def size_notes(rows: list[dict]) -> list[str]:
 def section_text(body: str, rows: list[dict], argv: list[str], num_sample: int) -> str:
     import pyarrow
 
-    from jobs.bench_precompute import cpu_model
+    from pipeline.bench.machine import cpu_model
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([

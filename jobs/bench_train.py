@@ -115,7 +115,7 @@ def data_path_alone(cfg) -> float:
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], float, dict[str, float]]:
-    from jobs.bench_encoder import busy_cores
+    from pipeline.bench.machine import busy_cores
     from pipeline.evaluate import evaluate
     from pipeline.training import run_training
 
@@ -187,7 +187,7 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
                  note: str = "") -> str:
     import torch
 
-    from jobs.bench_encoder import cpu_model
+    from pipeline.bench.machine import cpu_model
 
     command = shlex.join(["mgtc", "bench", "train", *argv])
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -120,7 +120,7 @@ def test_cli_does_not_import_ray():
 
 def test_benchmark_rewrites_only_its_own_section():
     from jobs.bench import replace_section
-    from jobs.bench_encoder import SECTION
+    from pipeline.bench.encoder import SECTION
 
     document = f"# Benchmarks\n\n## Precompute\n\nA\n\n{SECTION}\n\nold\n\n## Train\n\nB\n"
     updated = replace_section(document, f"{SECTION}\n\nnew\n")
@@ -132,7 +132,7 @@ def test_benchmark_rewrites_only_its_own_section():
 
 
 def test_benchmark_clips_keep_different_token_counts_per_clip():
-    from jobs.bench_encoder import moving_clips
+    from pipeline.bench.encoder import moving_clips
     from pipeline.motion import token_scores_torch
     from pipeline.selection import select_tokens
 
