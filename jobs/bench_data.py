@@ -5,15 +5,14 @@ as the "before" column (pipeline/bench/data.py); writes its section of docs/BENC
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import shlex
 import sys
 from pathlib import Path
 
 from jobs.bench import write_section
 from pipeline.bench import data
+from pipeline.bench.machine import bench_command, utc_now
 
 SECTION = "## Data path per training clip (mgtc bench data)"
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     body = data.tables(results, shard_read_ms=args.shard_read_ms)
     print(body)
     if not args.no_write:
-        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        date = utc_now()
         try:
             import torchcodec
             tc = f", torchcodec {torchcodec.__version__}"
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- machine: {os.cpu_count()} vCPU (shared with other jobs), Python {platform.python_version()}, "
             f"decord {decord.__version__}{tc}; load average before / after {load:.1f} / {os.getloadavg()[0]:.1f}",
             f"- date: {date}; {args.videos} video(s) per size, {args.rounds} rounds x {args.calls} windows",
-            f"- command: `{shlex.join(['mgtc', 'bench', 'data', *argv])}`", "",
+            f"- command: `{bench_command('data', argv)}`", "",
             "CPU ms per training clip by step (medians):", "", body])
         write_section(Path(args.output), text)
         print(f"updated {args.output} ({SECTION})")

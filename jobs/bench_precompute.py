@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -35,7 +33,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from jobs.bench import write_section
-from pipeline.bench.machine import cpu_model, wait_for_quiet
+from pipeline.bench.machine import bench_command, cpu_model, utc_now, wait_for_quiet
 from pipeline.bench.videos import rendered_copies
 
 SECTION = "## Precompute (issue 3)"
@@ -218,8 +216,8 @@ def table(rows: list[tuple]) -> str:
 def section_text(body: str, info: dict, args: argparse.Namespace, argv: list[str]) -> str:
     import decord
 
-    command = shlex.join(["mgtc", "bench", "precompute", *argv])
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = bench_command("precompute", argv)
+    date = utc_now()
     return "\n".join([
         SECTION,
         "",

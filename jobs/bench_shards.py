@@ -14,10 +14,8 @@ cases are interleaved; CPU time (process), medians over rounds.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -224,9 +222,9 @@ def size_notes(rows: list[dict]) -> list[str]:
 def section_text(body: str, rows: list[dict], argv: list[str], num_sample: int) -> str:
     import pyarrow
 
-    from pipeline.bench.machine import cpu_model
+    from pipeline.bench.machine import bench_command, cpu_model, utc_now
 
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = utc_now()
     return "\n".join([
         SECTION, "",
         "One video's shard row as the training actor reads it (rate 4 of a 32-video part with "
@@ -238,7 +236,7 @@ def section_text(body: str, rows: list[dict], argv: list[str], num_sample: int) 
         f"- machine: {os.cpu_count()} cores (shared), {cpu_model()}, Python {platform.python_version()}, "
         f"pyarrow {pyarrow.__version__}",
         f"- date: {date}",
-        f"- command: `{shlex.join(['mgtc', 'bench', 'shards', *argv])}`",
+        f"- command: `{bench_command('shards', argv)}`",
         *size_notes(rows), "",
         body, "",
         reading(rows, num_sample), "",

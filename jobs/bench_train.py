@@ -18,10 +18,8 @@ replacing that section only.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -187,10 +185,10 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
                  note: str = "") -> str:
     import torch
 
-    from pipeline.bench.machine import cpu_model
+    from pipeline.bench.machine import bench_command, cpu_model, utc_now
 
-    command = shlex.join(["mgtc", "bench", "train", *argv])
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = bench_command("train", argv)
+    date = utc_now()
     return "\n".join([
         SECTION,
         "",

@@ -6,10 +6,8 @@ cases interleaved round by round, on synthetic clips whose moving area is known
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -18,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.bench.machine import cpu_model, wait_for_quiet
+from pipeline.bench.machine import bench_command, cpu_model, utc_now, wait_for_quiet
 from pipeline.flops import encoder_macs, encoder_shape
 from pipeline.model import build_model
 from pipeline.motion import token_scores_torch
@@ -210,8 +208,8 @@ def contention_warning(share: float, threshold: float = 0.8) -> list[str]:
 def section_text(
     table: str, args: argparse.Namespace, argv: list[str], conditions: Conditions
 ) -> str:
-    command = shlex.join(["mgtc", "bench", "encoder", *argv])
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = bench_command("encoder", argv)
+    date = utc_now()
     return "\n".join([
         SECTION,
         "",

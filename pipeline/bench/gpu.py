@@ -8,11 +8,9 @@ runs them in order and writes the table.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib.util
 import math
 import platform
-import shlex
 import statistics
 import tempfile
 import time
@@ -25,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from pipeline.bench.machine import bench_command, utc_now
 
 SECTION = "## GPU path (issue 17)"
 # Speed last: its compiled cases stop starting when the time budget runs out.
@@ -497,8 +497,8 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def section_text(table: str, plan: Plan, argv: list[str]) -> str:
-    command = shlex.join(["mgtc", "bench", "gpu", *argv])
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = bench_command("gpu", argv)
+    date = utc_now()
     device = torch.cuda.get_device_name(plan.device) if plan.cuda else f"CPU ({platform.processor() or 'unknown'})"
     return "\n".join([
         SECTION, "",

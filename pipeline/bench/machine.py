@@ -7,8 +7,10 @@ the load they ran under.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -46,3 +48,13 @@ def wait_for_quiet(budget_s: float, max_busy: float = 0.5) -> float:
     while time.perf_counter() - start < budget_s and busy_cores() > max_busy:
         time.sleep(1.0)
     return time.perf_counter() - start
+
+
+def utc_now() -> str:
+    """The date and minute a benchmark section is written, e.g. '2026-12-03 06:50 UTC'."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def bench_command(name: str, argv: list[str]) -> str:
+    """The command line that reproduces a benchmark section: `mgtc bench <name> <argv>`."""
+    return shlex.join(["mgtc", "bench", name, *argv])
