@@ -67,7 +67,7 @@ def compile_blocks(model: nn.Module, *, dynamic: bool, backend: str = "inductor"
     False compiles for the exact shapes seen (a new shape, e.g. a smaller last eval batch,
     compiles once more).
     """
-    from pipeline.model import VideoMAEBlock
+    from pipeline.layers import VideoMAEBlock
 
     blocks = [m for m in model.modules() if isinstance(m, VideoMAEBlock)]
     for block in blocks:

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.checkpoints import hf_to_official_state_dict
-from pipeline.model import IMAGENET_MEAN, IMAGENET_STD, LN_EPS
+from pipeline.layers import LN_EPS
 from pipeline.predict.loading import InferenceModel
+from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("hf", "pt2", "torchscript")
 TOLERANCE = 1e-4

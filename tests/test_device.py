@@ -14,7 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pipeline.config import load_config, replace
 from pipeline.device import compile_blocks, compile_dynamic, configure_matmul, fused_optimizer, maybe_compile, pin_batches
 from pipeline.modeling import make_model
-from pipeline.model import VideoMAEBlock, build_model, build_pretrain_model
+from pipeline.layers import VideoMAEBlock
+from pipeline.model import build_model, build_pretrain_model
 from pipeline.motion import token_scores
 from pipeline.training import EpochCounters, make_optimizer, make_recipe, select_train
 
