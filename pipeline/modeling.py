@@ -11,6 +11,7 @@ checkpoint against a config in the driver, before Ray starts. `autocast` and
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -105,24 +106,35 @@ def check_weights(cfg: Config, uri: str) -> LoadReport:
     """
     with torch.device("meta"):
         model = make_model(cfg)
+    checkpoint, shown, training = read_checkpoint_uri(uri, allow_pickle=cfg.model.allow_pickle)
+    if training:
+        _, report = plan_load(model, _training_weights(checkpoint, shown), shown, strict=True)
+    else:
+        _, report = plan_load(model, to_model_keys(extract_state_dict(checkpoint), model), shown)
+    return report
+
+
+def read_checkpoint_uri(uri: str, *, allow_pickle: bool = False) -> tuple[Mapping[str, Any], str, bool]:
+    """(the checkpoint dict at `uri`, the redacted name of the file read, whether it is one of
+    our training checkpoints). A directory is one (its `state.pt` is read, weights-only: it
+    holds only tensors); a file is read with `allow_pickle` as `read_checkpoint` does.
+    Raises CheckpointError naming the file (missing, empty, truncated, not a checkpoint)."""
     shown = storage.redact(uri)
     fs, path = storage.filesystem_for(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise CheckpointError(f"checkpoint {shown}: no such file or directory")
-    if info.type == pafs.FileType.Directory:
-        state_uri = storage.join(uri, STATE_FILE)
-        with _local_copy(state_uri) as local:
-            state = read_checkpoint(local)
-        _, report = plan_load(model, _training_weights(state, state_uri), storage.redact(state_uri), strict=True)
-        return report
+    training = info.type == pafs.FileType.Directory
+    if training:
+        uri = storage.join(uri, STATE_FILE)
+        shown = storage.redact(uri)
+        if not storage.exists(uri):
+            raise CheckpointError(f"checkpoint {shown}: no such file (not a training checkpoint directory)")
     with _local_copy(uri) as local:
         try:
-            checkpoint = read_checkpoint(local, allow_pickle=cfg.model.allow_pickle)
+            return read_checkpoint(local, allow_pickle=allow_pickle and not training), shown, training
         except CheckpointError as err:
             raise CheckpointError(str(err).replace(str(local), shown)) from None
-    _, report = plan_load(model, to_model_keys(extract_state_dict(checkpoint), model), shown)
-    return report
 
 
 def autocast(cfg: Config, device: torch.device):

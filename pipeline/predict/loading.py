@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import pyarrow.fs as pafs
 import torch
 from torch import nn
 
 from pipeline import storage
-from pipeline.checkpoints import CheckpointError, extract_state_dict, plan_load, read_checkpoint, to_model_keys
+from pipeline.checkpoints import CheckpointError, extract_state_dict, plan_load, to_model_keys
 from pipeline.config import Config
 from pipeline.model import VIT_SIZES
-from pipeline.modeling import STATE_FILE, flush_denormals, make_model
+from pipeline.modeling import flush_denormals, make_model, read_checkpoint_uri
 from pipeline.predict.labels import check_class_count, read_class_names
 from pipeline.selection import STRATEGIES, check_ratio
 
@@ -91,25 +90,6 @@ def with_masking(cfg: Config, masking: Masking | None) -> Config:
 
 
 # ------------------------------------------------------------------------- reading
-
-
-def _read(uri: str, allow_pickle: bool) -> tuple[Mapping[str, Any], str]:
-    """The checkpoint dict of `uri` and the file it came from (state.pt of a directory)."""
-    shown = storage.redact(uri)
-    fs, path = storage.filesystem_for(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise CheckpointError(f"checkpoint {shown}: no such file or directory")
-    if info.type == pafs.FileType.Directory:
-        uri = storage.join(uri, STATE_FILE)
-        shown = storage.redact(uri)
-        if not storage.exists(uri):
-            raise CheckpointError(f"checkpoint {shown}: no such file (not a training checkpoint directory)")
-    with storage.download_to_temp(uri) as local:
-        try:
-            return read_checkpoint(local, allow_pickle=allow_pickle), shown
-        except CheckpointError as err:
-            raise CheckpointError(str(err).replace(str(local), shown)) from None
 
 
 def _arg(args: Any, name: str, default: Any) -> Any:
@@ -189,7 +169,7 @@ def load_for_inference(
     Order of failure (each one line, nothing half-loaded): the checkpoint file, the label
     file's class count against the head's, the config, then the weights' shapes.
     """
-    ckpt, shown = _read(checkpoint, allow_pickle)
+    ckpt, shown, _ = read_checkpoint_uri(checkpoint, allow_pickle=allow_pickle)
     training = isinstance(ckpt.get("model"), Mapping) and "optimizer" in ckpt
     weights = extract_state_dict(ckpt)
     if config:
