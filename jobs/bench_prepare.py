@@ -14,9 +14,7 @@ per video (decode + encode + score; the least load-sensitive number). Writes the
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 from jobs.bench import write_section
-from jobs.bench_precompute import cpu_model
+from pipeline.bench.machine import bench_command, cpu_model, utc_now
 
 SECTION = "## Prepare throughput (mgtc bench prepare)"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if args.no_write:
         return 0
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = utc_now()
     section = "\n".join([
         SECTION, "",
         f"{len(paths)} K400-like videos (`pipeline.bench.data.write_source`: 10 s, 30 fps, 426x320, panning "
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {os.cpu_count()} cores, {cpu_model()}, shared with other jobs",
         f"- load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}",
         f"- date: {date}",
-        f"- command: `{shlex.join(['mgtc', 'bench', 'prepare', *argv])}`",
+        f"- command: `{bench_command('prepare', argv)}`",
         "",
         body, "",
         "\"actor s / video\" is the actors' summed part time over the videos; its inverse is the throughput of "
