@@ -91,19 +91,26 @@ def test_mlflow_env_uri_with_password_is_never_printed_or_stored(mlflow_server, 
 
 
 @pytest.mark.integration
-def test_training_with_a_password_in_the_tracking_uri_leaves_it_nowhere(
+def test_variable_length_training_with_a_password_in_the_tracking_uri_leaves_it_nowhere(
         ray_local, mlflow_server, clean_credentials, tmp_path, tmp_path_factory, capfd):
-    from test_training import datasets, tiny_config
+    """One run for two things: mgtc_threshold's variable-length batches train (and validate),
+    and the tracking URI's password reaches no output, MLflow record or file."""
+    import numpy as np
+    from test_training import clip_rows, datasets, tiny_config
 
     from jobs.train import format_summary
     from pipeline.training import run_training
 
+    rows = clip_rows(8)  # the rows datasets(8, 2) trains on
+    tau = float(np.median(np.concatenate([r["scores"][1:].ravel() for r in rows])))
     uri = mlflow_server.replace("http://", f"http://alice:{SECRET}@")
     cfg = tiny_config(tmp_path, uri, "scaling.num_workers=1", "scaling.cpus_per_worker=1", "optim.epochs=1",
-                      "optim.warmup_epochs=0", "scaling.name=secret")
+                      "optim.warmup_epochs=0", "masking.strategy=mgtc_threshold", f"masking.tau={tau}",
+                      "scaling.name=secret")
     summary = run_training(cfg, datasets=datasets(train_videos=8, val_videos=2))
     print(format_summary(summary))
     assert summary["epoch"] == 1
+    assert 0.3 < summary["kept_ratio"] < 0.9 and summary["tau"] == tau
     out = capfd.readouterr()
     assert SECRET not in out.out + out.err
     assert SECRET not in str(summary)
