@@ -240,6 +240,7 @@ def test_batch_inference_error_rows_resume_and_mlflow(ray_local, mlflow_server, 
     summary = run_tracked(str(listing), str(out), settings, progress_s=0.0)
     assert summary["videos"] == 4 and summary["failed"] == 1 and summary["parts_left"] == 0
     assert summary["clips"] == 6 and summary["kept_ratio"] == 0.5 and summary["clips_per_s"] > 0
+    assert 0 < summary["first_result_s"] <= summary["seconds"] and summary["steady_clips_per_s"] > 0
     table = read_predictions(str(out))
     rows = {r["line"]: r for r in table.to_pylist()}
     assert sorted(rows) == [1, 2, 3, 4]  # every line exactly once

@@ -228,6 +228,8 @@ class _Parts:
         self.done_parts = 0
         self.videos = self.failed = self.clips = 0
         self.kept_sum = self.gflops_sum = 0.0
+        self.first_at: float | None = None  # seconds from the pipeline's start to the first result
+        self.first_clips = 0  # views in that first result
 
     def error(self, vid: int, reason: str) -> None:
         self._finish(vid, None, reason)
@@ -294,6 +296,8 @@ def run_batch(manifest: str, out: str, settings: BatchSettings, *, log: Callable
               progress_s: float = 10.0, loaded=None) -> dict[str, Any]:
     """Predict every video of `manifest` into `out` (resuming); returns the run's summary:
     videos, failed, parts, parts_skipped, clips, clips_per_s, videos_per_s, seconds,
+    first_result_s (seconds to the first view's result: actor start-up, model load, the first
+    decode), steady_clips_per_s (the views after the first per second after it),
     kept_ratio, gflops_per_view, and top1 / top5 (%) over labelled rows when the list has labels."""
     import ray
     import ray.data
@@ -364,6 +368,8 @@ def run_batch(manifest: str, out: str, settings: BatchSettings, *, log: Callable
             try:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     state.add(batch)
+                    if state.first_at is None and state.clips:
+                        state.first_at, state.first_clips = time.monotonic() - run_start, state.clips
                     now = time.monotonic()
                     if now - last >= progress_s:
                         last = now
@@ -401,6 +407,10 @@ def _summary(out: str, parts: int, skipped: int, state: _Parts, seconds: float, 
         "videos": state.videos, "failed": state.failed, "clips": state.clips, "seconds": seconds,
         "total_seconds": total_s, "clips_per_s": state.clips / seconds if seconds > 0 and state.clips else math.nan,
         "videos_per_s": ok / seconds if seconds > 0 and ok else math.nan,
+        "first_result_s": state.first_at if state.first_at is not None else math.nan,
+        "steady_clips_per_s": ((state.clips - state.first_clips) / (seconds - state.first_at)
+                               if state.first_at is not None and state.clips > state.first_clips
+                               and seconds > state.first_at else math.nan),
         "kept_ratio": state.kept_sum / ok if ok else math.nan,
         "gflops_per_view": state.gflops_sum / ok if ok else math.nan, "failure": failure,
     }
@@ -428,7 +438,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"[predict] done in {s['total_seconds']:.1f} s: {s['parts']} parts ({s['parts_skipped']} already committed"
         + (f", {s['parts_left']} NOT committed: rerun to finish" if s["parts_left"] else "") + ")",
         f"  videos          {s['videos']} this run ({s['failed']} failed: error rows)",
-        f"  clips/s         {s['clips_per_s']:.2f} ({s['clips']} views in {s['seconds']:.1f} s)",
+        f"  clips/s         {s['clips_per_s']:.2f} ({s['clips']} views in {s['seconds']:.1f} s; first result "
+        f"after {s['first_result_s']:.1f} s, then {s['steady_clips_per_s']:.2f} clips/s)",
         f"  kept tokens     {100 * s['kept_ratio']:.1f}%   GFLOPs/view {s['gflops_per_view']:.3g}",
     ]
     if "top1" in s:
