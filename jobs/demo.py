@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.evaluate import run_evaluation
     from pipeline.precompute import PrecomputeConfig, format_summary, run_precompute
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
     from pipeline.vocab import ray_session
 
     session = contextlib.ExitStack()  # the Ray of the demo, shut down at the end if it started it

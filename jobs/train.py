@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.model.checkpoint and not checked_checkpoint(cfg, cfg.model.checkpoint, "mgtc train"):
         return 2
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
     from pipeline.vocab import ray_session
 
     with ray_session():  # Ray's own lines stay in its session logs unless --verbose

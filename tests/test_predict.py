@@ -208,7 +208,7 @@ def test_pretraining_checkpoint_is_refused(tmp_path):
 
 
 def test_training_stores_the_class_names_beside_its_manifest(tmp_path):
-    from pipeline.training import training_class_names
+    from pipeline.trainer import training_class_names
 
     (tmp_path / "train.csv").write_text("v0.mp4 0\n")
     cfg = load_config(None, [f"data.train_manifest={tmp_path}/train.csv", "data.num_classes=3", "masking.strategy=none"])

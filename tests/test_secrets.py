@@ -99,7 +99,7 @@ def test_variable_length_training_with_a_password_in_the_tracking_uri_leaves_it_
     from test_training import clip_rows, datasets, tiny_config
 
     from jobs.train import format_summary
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
 
     rows = clip_rows(8)  # the rows datasets(8, 2) trains on
     tau = float(np.median(np.concatenate([r["scores"][1:].ravel() for r in rows])))

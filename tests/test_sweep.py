@@ -348,7 +348,7 @@ def tiny_real_train(cfg):
     pays for one real training run, about a minute on 2 cores, not two)."""
     import ray.data
 
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
 
     if cfg.masking.strategy == "random":
         raise RuntimeError("simulated crash before training")

@@ -35,10 +35,10 @@ from pipeline.training import (
     make_scheduler,
     pretrain_loss,
     rng_state,
-    run_training,
     select_train,
     set_rng_state,
 )
+from pipeline.trainer import run_training
 
 REPO = Path(__file__).resolve().parent.parent
 

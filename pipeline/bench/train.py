@@ -79,7 +79,7 @@ def data_path_alone(cfg) -> float:
 def run(args: argparse.Namespace) -> tuple[list[Row], float, dict[str, float]]:
     from pipeline.bench.machine import busy_cores
     from pipeline.evaluate import evaluate
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
 
     data = prepare_data(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -224,12 +224,12 @@ def run_trials_tune(
 
 
 def train_and_test(cfg: Config) -> dict[str, Any]:
-    """The default trial: `pipeline.training.run_training`, then, when the data has a test
+    """The default trial: `pipeline.trainer.run_training`, then, when the data has a test
     split, the multi-view test (`pipeline.evaluate.evaluate`, test_clips x test_crops) of the
     last checkpoint, returned as test_* beside the training summary (the sweep logs them
     into the trial's run)."""
     from pipeline.evaluate import evaluate
-    from pipeline.training import run_training
+    from pipeline.trainer import run_training
 
     summary = dict(run_training(cfg))
     if cfg.optim.mode != "finetune" or not cfg.data.test_manifest or not summary.get("checkpoint"):
