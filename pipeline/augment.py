@@ -3,7 +3,7 @@
 The decode actors hand over uint8 clips [T, S, S, 3] after crop / resize / flip (and after
 the token scores were taken); with `data.augment_on=trainer` RandAugment runs here, on the
 device the batch already went to (the GPU when there is one), instead of timm's PIL ops in
-the actor (`clips.augment_clip`). Random erasing, normalisation and mixup / cutmix were
+the actor (`transforms.augment_clip`). Random erasing, normalisation and mixup / cutmix were
 already trainer-side (`training.finetune_loss`, `clips.to_model_inputs`).
 
 Same distributions as the actor path: the ops, their probability (0.5), the magnitude noise
@@ -33,8 +33,8 @@ Draw = tuple[str, tuple]  # (timm op name, level arguments)
 
 def rand_augment_ops(config: str, size: int):
     """timm's RandAugment for `config` (e.g. rand-m7-n4-mstd0.5-inc1) at crop size `size`
-    with VideoMAE's hparams: the same object the actor path applies (`clips.rand_augment`)."""
-    from pipeline.clips import rand_augment
+    with VideoMAE's hparams: the same object the actor path applies (`transforms.rand_augment`)."""
+    from pipeline.transforms import rand_augment
 
     return rand_augment(config, size)
 

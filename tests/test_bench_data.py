@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import augment, clips, video
+from pipeline import augment, transforms, video
 from pipeline.bench import data
 
 
@@ -18,7 +18,7 @@ def test_one_call_times_every_step_for_source_and_prepared(tmp_path):
     a = video.open_frames(prep, (32, 42)).frames([3]).astype(int)
     source = video.open_frames(src, (32, 42)).frames(range(8, 17)).astype(int)
     assert int(np.argmin([np.abs(a - f).mean() for f in source])) == 12 - 8
-    ra, tra = clips.rand_augment(data.RA, data.INPUT), augment.TrainerAugment(data.RA, data.INPUT)
+    ra, tra = transforms.rand_augment(data.RA, data.INPUT), augment.TrainerAugment(data.RA, data.INPUT)
     results = {}
     for kind, path in (("source", src), ("prepared", prep)):
         tm, trainer_s = data.one_call(path, "decord", kind == "prepared", np.random.default_rng(0), ra, tra)

@@ -179,10 +179,10 @@ def test_eval_views_keep_the_same_tokens_as_the_decoded_clip(scored_video, mode)
 
 def test_augmented_training_crops_agree_closely(scored_video, capsys):
     """Random temporal window + random resized crop (scale [0.08, 1], aspect [3/4, 4/3]) +
-    flip, rescaled to 224 like the trainer (pipeline.clips.crop_resize): the share of kept
+    flip, rescaled to 224 like the trainer (pipeline.transforms.crop_resize): the share of kept
     tokens that shard-derived and direct scores have in common, mgtc_ratio at 0.25 and 0.5.
     Measured on this video (24 clips, mean): boundary 0.97 / 0.95, consecutive 0.97 / 0.96."""
-    from pipeline.clips import crop_resize
+    from pipeline.transforms import crop_resize
 
     frames, pair, boundary = scored_video
     h, w = frames.shape[1:3]

@@ -103,7 +103,7 @@ def one_call(path: str, decoder: str, prepared: bool, rng: np.random.Generator, 
     trainer-side RandAugment CPU seconds for the same clips)."""
     import torch
 
-    from pipeline import clips, motion, video
+    from pipeline import motion, transforms, video
 
     tm = Timer()
     stride = 1 if prepared else STRIDE
@@ -120,10 +120,10 @@ def one_call(path: str, decoder: str, prepared: bool, rng: np.random.Generator, 
     out, trainer_s = [], 0.0
     for _ in range(NUM_SAMPLE):
         h, w = frames.shape[1:3]
-        box = clips.random_resized_box(h, w, (0.08, 1.0), (0.75, 1.3333), rng)
-        pixels = tm("crop", clips.crop_resize, frames, box, INPUT, bool(rng.random() < 0.5))
+        box = transforms.random_resized_box(h, w, (0.08, 1.0), (0.75, 1.3333), rng)
+        pixels = tm("crop", transforms.crop_resize, frames, box, INPUT, bool(rng.random() < 0.5))
         scores = tm("scores", motion.token_scores, pixels, 2, 16, "boundary")
-        augmented = tm("augment", clips.augment_clip, pixels, actor_ra, int(rng.integers(2**63)))
+        augmented = tm("augment", transforms.augment_clip, pixels, actor_ra, int(rng.integers(2**63)))
         c = time.process_time()
         trainer_ra(torch.from_numpy(pixels)[None])
         trainer_s += time.process_time() - c
@@ -139,7 +139,7 @@ def run(work: Path, *, videos: int = 1, rounds: int = 3, sizes=tuple(SIZES), dec
     {...}, "trainer_augment": ms/clip}} (medians over rounds)."""
     import torch
 
-    from pipeline import augment, clips, video
+    from pipeline import augment, transforms, video
 
     torch.set_num_threads(1)
     decoders = [d for d in decoders if d == "decord" or not video.torchcodec_reason()]
@@ -157,7 +157,7 @@ def run(work: Path, *, videos: int = 1, rounds: int = 3, sizes=tuple(SIZES), dec
                 write_prepared(str(src), prep)
             files.setdefault((name, "source"), []).append(str(src))
             files.setdefault((name, "prepared"), []).append(str(prep))
-    actor_ra = clips.rand_augment(RA, INPUT)
+    actor_ra = transforms.rand_augment(RA, INPUT)
     trainer_ra = augment.TrainerAugment(RA, INPUT)
     samples: dict = {}
     rng = np.random.default_rng(0)
