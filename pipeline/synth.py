@@ -15,7 +15,6 @@ Public API:
     render_video(cls, rng, *, size, frames, ...) -> [F, H, W, 3] uint8
     write_video(path, frames, fps)                (PyAV, atomic)
     make_dataset(out_dir, *, videos_per_class, size, frames, fps, seed, ...) -> paths
-    moving_square_frames / moving_square_boxes / write_moving_square_video (test helpers)
 """
 
 from __future__ import annotations
@@ -389,44 +388,6 @@ def _to_yuv420p(frame: np.ndarray) -> av.VideoFrame:
     """
     rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
     return rgb.reformat(format="yuv420p", interpolation=_BITEXACT, threads=1)
-
-
-# --------------------------------------------------------------------------- moving square
-
-
-def moving_square_boxes(*, frames: int = 16, size: int = 64, square: int = 16, step: int = 4,
-                        top: int | None = None, left: int = 0) -> np.ndarray:
-    """Square's pixel box per frame, [F, 4] int (y0, y1, x0, x1), half-open, clipped.
-
-    Frame f: rows top..top+square, columns left + f*step .. + square; `top` defaults to
-    (size - square) // 2. The square leaves the frame on the right (x0 == x1 once gone).
-    """
-    top = (size - square) // 2 if top is None else top
-    x0 = left + step * np.arange(frames)
-    boxes = np.stack([np.full(frames, top), np.full(frames, top + square), x0, x0 + square], axis=1)
-    return np.clip(boxes, 0, size)
-
-
-def moving_square_frames(*, frames: int = 16, size: int = 64, square: int = 16, step: int = 4,
-                         seed: int = 0, top: int | None = None, left: int = 0) -> np.ndarray:
-    """[F, size, size, 3] uint8: a white square moving right `step` px per frame over a
-    static textured background (values <= 135). No noise, no shake, no anti-aliasing:
-    exactly the pixels in `moving_square_boxes(...)` differ from the background."""
-    background = textured_background(np.random.default_rng(seed), size)
-    out = np.repeat(np.rint(background)[None].astype(np.uint8), frames, axis=0)
-    for f, (y0, y1, x0, x1) in enumerate(moving_square_boxes(
-            frames=frames, size=size, square=square, step=step, top=top, left=left)):
-        out[f, y0:y1, x0:x1] = 255
-    return out
-
-
-def write_moving_square_video(path: str | os.PathLike, *, frames: int = 16, size: int = 64,
-                              fps: float = 25, square: int = 16, step: int = 4, seed: int = 0) -> Path:
-    """Write `moving_square_frames(...)` as an mp4 at high quality; returns the path."""
-    path = Path(path)
-    write_video(path, moving_square_frames(frames=frames, size=size, square=square, step=step,
-                                           seed=seed), fps, crf=4)
-    return path
 
 
 # --------------------------------------------------------------------------- data set

@@ -23,6 +23,7 @@ from pipeline.config import (
     ModelConfig,
     replace,
 )
+from tests.helpers import videos as test_videos
 
 CELL = 8
 TUBELET = 2
@@ -90,7 +91,7 @@ def kept_sets(scores: np.ndarray, ratio: float = 0.5) -> list[set[int]]:
 def videos(tmp_path_factory) -> dict[str, str]:
     """A 64x64 moving square (step 2 px/frame) and four 64x80 synthetic motion videos."""
     root = tmp_path_factory.mktemp("clips_videos")
-    out = {"square": str(synth.write_moving_square_video(root / "square.mp4", frames=32, size=64, step=2))}
+    out = {"square": str(test_videos.write_moving_square_video(root / "square.mp4", frames=32, size=64, step=2))}
     for i, cls in enumerate(("right", "down", "orbit", "pulse")):
         frames = synth.render_video(cls, np.random.default_rng(i), size=80, frames=32)[:, 8:72]
         synth.write_video(root / f"{cls}.mp4", frames, fps=25)

@@ -12,24 +12,15 @@ from pipeline.motion import (
     token_scores_torch,
 )
 from pipeline.selection import mgtc_ratio_keep, mgtc_threshold_keep
+from tests.helpers.videos import clip_frames, moving_square_boxes, moving_square_frames
 
 
-def moving_square(frames=16, size=64, square=16, step=2, x0=4, y0=24, seed=0):
-    """Static textured background, one textured square moving right `step` px per frame.
-
-    Returns frames [F, H, W, 3] uint8 and the square's (y, x) top-left per frame.
-    """
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    texture = rng.integers(0, 256, (square, square, 3), dtype=np.uint8)
-    out, where = [], []
-    for f in range(frames):
-        frame = background.copy()
-        x = x0 + f * step
-        frame[y0 : y0 + square, x : x + square] = texture
-        out.append(frame)
-        where.append((y0, x))
-    return np.stack(out), where
+def moving_square(frames=16, size=64, square=16, step=2, left=4, top=24):
+    """The helpers' exact moving square (moving right `step` px per frame) and its top-left
+    (y, x) per frame: frames [F, H, W, 3] uint8, where [(y, x)] * F."""
+    boxes = moving_square_boxes(frames=frames, size=size, square=square, step=step, top=top, left=left)
+    clip = moving_square_frames(frames=frames, size=size, square=square, step=step, top=top, left=left)
+    return clip, [(int(y0), int(x0)) for y0, _, x0, _ in boxes]
 
 
 def touched_tokens(where, square, tubelet, patch, grid, mode="boundary"):
@@ -108,17 +99,8 @@ def test_unknown_mode_is_named():
 
 
 def _video(frames=40, h=48, w=80, seed=0):
-    """A noisy video with a few moving squares, [F, H, W, 3] uint8."""
-    rng = np.random.default_rng(seed)
-    bg = rng.integers(0, 200, (h, w, 3)).astype(np.int16)
-    out = []
-    for f in range(frames):
-        fr = bg + rng.normal(0, 3, (h, w, 3))
-        for k, (y, speed) in enumerate([(4, 2), (20, 3), (30, -2)]):
-            x = (10 + k * 20 + f * speed) % (w - 12)
-            fr[y : y + 12, x : x + 12] = 230 - 40 * k
-        out.append(np.clip(fr, 0, 255).astype(np.uint8))
-    return np.stack(out)
+    """A moving object over a textured, noisy background, [F, H, W, 3] uint8."""
+    return clip_frames(frames, h, w, seed)
 
 
 @pytest.mark.parametrize("mode", ["boundary", "consecutive"])

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import localray, motion, precompute, shards, storage, video
 from pipeline.precompute import ConfigError, PrecomputeConfig, VideoError
-from _videos import ODD_NAME, av1_encoder, copy_as, make_bad_inputs, make_video, write_av1
+from tests.helpers.videos import ODD_NAME, av1_encoder, copy_as, make_bad_inputs, make_video, write_av1
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny videos: 64x80, 40 frames; clips of 8 frames at rates 2 and 4.

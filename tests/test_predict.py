@@ -21,7 +21,7 @@ from pipeline.flops import gmacs_per_view
 from pipeline.predict.core import model_shape
 from pipeline.predict.labels import LabelsError, parse_class_names
 from pipeline.predict.loading import inference_masking, load_for_inference
-from tests._videos import make_video
+from tests.helpers.videos import make_video
 
 NAMES = ["left", "right", "still"]
 TINY = ["data.train_manifest=x", "data.num_classes=3", "data.num_frames=4", "data.sampling_rate=2",

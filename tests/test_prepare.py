@@ -17,7 +17,7 @@ from pipeline import prepared, shards, storage, video
 from pipeline.manifest import read_manifest
 from pipeline.precompute import ConfigError, PrecomputeConfig
 from pipeline.precompute.prepare import PrepareWorker, encode_settings, shard_config, video_name
-from _videos import make_video
+from tests.helpers.videos import make_video
 
 # Tiny sources: 64x80, 40 frames at 25 fps. Prepared: short side 32 (32x40), keyframe every
 # 4 frames, every 2nd source frame (20 frames); clips of 8 frames at source rates 2 and 4,

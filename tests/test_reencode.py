@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import reencode, video
-from _videos import make_video
+from tests.helpers.videos import make_video
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _videos import make_video
+from tests.helpers.videos import make_video
 
 from pipeline import storage
 from pipeline.config import ConfigError, flat_params, load_config, redacted

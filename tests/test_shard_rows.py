@@ -12,7 +12,7 @@ import pytest
 from jobs import reshard
 from pipeline import clips, precompute, shard_rows, shards, storage
 from pipeline.config import Config, DataConfig, MaskingConfig, ModelConfig
-from pipeline.synth import write_moving_square_video
+from tests.helpers.videos import write_moving_square_video
 
 CELL = 8
 

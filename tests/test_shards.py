@@ -16,7 +16,7 @@ import torch
 from pipeline import motion, precompute, shards, video
 from pipeline.selection import mgtc_ratio_keep
 from pipeline.vocab import SHARD_SCORE_MODES
-from _videos import make_video
+from tests.helpers.videos import make_video
 
 
 @pytest.mark.parametrize("rates", [(2, 4), (1,), (3, 4), (2, 6)])

@@ -374,7 +374,7 @@ def as_dict(entries) -> dict[str, str]:
 @pytest.mark.integration
 def test_sweep_parent_and_children_through_the_mlflow_rest_api(tmp_path, ray_local, mlflow_server,
                                                                picklable_tests):
-    from pipeline.synth import write_moving_square_video
+    from tests.helpers.videos import write_moving_square_video
 
     video = write_moving_square_video(tmp_path / "square.mp4", frames=24, size=32, step=2)
     grid = {

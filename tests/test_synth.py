@@ -12,6 +12,7 @@ import pytest
 
 from jobs import synth as synth_job
 from pipeline import synth
+from tests.helpers import videos as test_videos
 
 PATCH, TUBELET = 16, 2
 
@@ -230,10 +231,10 @@ def test_write_video_rejects_bad_arrays(tmp_path, shape):
 
 
 def test_moving_square_frames_differ_from_background_exactly_in_the_boxes():
-    frames = synth.moving_square_frames()
-    boxes = synth.moving_square_boxes()
+    frames = test_videos.moving_square_frames()
+    boxes = test_videos.moving_square_boxes()
     assert frames.shape == (16, 64, 64, 3) and frames.dtype == np.uint8
-    background = synth.moving_square_frames(left=64)[0]  # the square starts off-frame
+    background = test_videos.moving_square_frames(left=64)[0]  # the square starts off-frame
     for f, (y0, y1, x0, x1) in enumerate(boxes):
         inside = np.zeros((64, 64), bool)
         inside[y0:y1, x0:x1] = True
@@ -244,12 +245,12 @@ def test_moving_square_frames_differ_from_background_exactly_in_the_boxes():
 
 def test_moving_square_video_tokens(tmp_path):
     """Decoded: tokens the square crosses score high, all others stay near zero."""
-    path = synth.write_moving_square_video(tmp_path / "sq.mp4")
+    path = test_videos.write_moving_square_video(tmp_path / "sq.mp4")
     decoded = decode(path)
     assert decoded.shape == (16, 64, 64, 3)
-    assert np.abs(decoded.astype(np.float32) - synth.moving_square_frames()).mean() < 3
+    assert np.abs(decoded.astype(np.float32) - test_videos.moving_square_frames()).mean() < 3
     scores = token_scores(decoded)
-    boxes = synth.moving_square_boxes()
+    boxes = test_videos.moving_square_boxes()
     touched = np.zeros_like(scores, bool)
     for t in range(1, len(scores) + 1):
         for f in range(TUBELET * (t - 1), TUBELET * (t + 1)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import video
-from _videos import make_video
+from tests.helpers.videos import make_video
 
 
 def test_resized_size_keeps_aspect_with_even_long_side():
@@ -79,7 +79,7 @@ def _write_gop_video(path, frames: int, gop: int, height: int = 48, width: int =
     """H.264 with a keyframe every `gop` frames (x264's default is 250: one GOP here)."""
     import av
 
-    from _videos import clip_frames
+    from tests.helpers.videos import clip_frames
 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25, options={"g": str(gop), "keyint_min": str(gop)})

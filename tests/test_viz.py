@@ -12,7 +12,7 @@ from jobs import visualize
 from pipeline import viz
 from pipeline.motion import token_scores
 from pipeline.selection import ids_to_mask, select_tokens
-from pipeline.synth import moving_square_boxes, moving_square_frames, write_moving_square_video
+from tests.helpers.videos import moving_square_boxes, moving_square_frames, write_moving_square_video
 
 TUBELET, PATCH = 2, 16
 

@@ -1,7 +1,9 @@
-"""Tiny synthetic videos and the bad inputs the precompute job must survive (test helpers)."""
+"""Test videos: tiny synthetic clips, the exact moving square, and the bad inputs the
+precompute job must survive."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.synth import render_video, write_video
+from pipeline.synth import render_video, textured_background, write_video
 
 # Unicode and quotes are legal in a VideoMAE list file (spaces are not).
 ODD_NAME = "vidéo_ü'\"名.mp4"
@@ -109,3 +111,40 @@ def make_bad_inputs(folder: Path, good: Path) -> dict[str, Path]:
 def copy_as(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     return Path(dst)
+
+
+# The moving square: a white square moving right over a static textured background, so
+# that a test knows exactly which pixels (and tokens) move.
+def moving_square_boxes(*, frames: int = 16, size: int = 64, square: int = 16, step: int = 4,
+                        top: int | None = None, left: int = 0) -> np.ndarray:
+    """Square's pixel box per frame, [F, 4] int (y0, y1, x0, x1), half-open, clipped.
+
+    Frame f: rows top..top+square, columns left + f*step .. + square; `top` defaults to
+    (size - square) // 2. The square leaves the frame on the right (x0 == x1 once gone).
+    """
+    top = (size - square) // 2 if top is None else top
+    x0 = left + step * np.arange(frames)
+    boxes = np.stack([np.full(frames, top), np.full(frames, top + square), x0, x0 + square], axis=1)
+    return np.clip(boxes, 0, size)
+
+
+def moving_square_frames(*, frames: int = 16, size: int = 64, square: int = 16, step: int = 4,
+                         seed: int = 0, top: int | None = None, left: int = 0) -> np.ndarray:
+    """[F, size, size, 3] uint8: a white square moving right `step` px per frame over a
+    static textured background (values <= 135). No noise, no shake, no anti-aliasing:
+    exactly the pixels in `moving_square_boxes(...)` differ from the background."""
+    background = textured_background(np.random.default_rng(seed), size)
+    out = np.repeat(np.rint(background)[None].astype(np.uint8), frames, axis=0)
+    for f, (y0, y1, x0, x1) in enumerate(moving_square_boxes(
+            frames=frames, size=size, square=square, step=step, top=top, left=left)):
+        out[f, y0:y1, x0:x1] = 255
+    return out
+
+
+def write_moving_square_video(path: str | os.PathLike, *, frames: int = 16, size: int = 64,
+                              fps: float = 25, square: int = 16, step: int = 4, seed: int = 0) -> Path:
+    """Write `moving_square_frames(...)` as an mp4 at high quality; returns the path."""
+    path = Path(path)
+    write_video(path, moving_square_frames(frames=frames, size=size, square=square, step=step,
+                                           seed=seed), fps, crf=4)
+    return path
