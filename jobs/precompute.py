@@ -47,11 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("manifest", help="VideoMAE list file or CSV (local path or s3://)")
     parser.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     parser.add_argument("--config", help="YAML: a `precompute:` section, flat keys, or a train config")
-    for name, help_ in FLAGS.items():
+    add_settings_flags(parser, FLAGS)
+    raylog.add_verbose_flag(parser)
+    return parser
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, flags: dict[str, str]) -> None:
+    """One flag per PrecomputeConfig field in `flags` ({field: help}), typed as the field,
+    plus --pad-short; a flag left out is None (the config file's value, else the default)."""
+    for name, help_ in flags.items():
         flag = "--" + name.replace("_", "-")
         if name == "sampling_rates":
             parser.add_argument(flag, dest=name, type=int, nargs="+", help=help_)
-        elif name in ("timeout_s",):
+        elif name == "timeout_s":
             parser.add_argument(flag, dest=name, type=float, help=help_)
         elif name in ("score_mode", "s3_endpoint", "path_column", "label_column"):
             parser.add_argument(flag, dest=name, help=help_)
@@ -59,8 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, type=int, help=help_)
     parser.add_argument("--pad-short", dest="pad_short", action="store_true", default=None,
                         help="keep videos shorter than one clip (the trainer repeats the last frame)")
-    raylog.add_verbose_flag(parser)
-    return parser
+
+
+def exit_status(summary, prog: str) -> int:
+    """0 done, 1 some parts failed in Ray (rerun), 3 every manifest line failed (one line on
+    stderr with the commonest reasons and where the errors table is)."""
+    if not summary.complete:
+        return 1
+    if summary.videos and not summary.ok:
+        reasons = ", ".join(f"{n} {name}" for name, n in summary.failed_by_reason.most_common(3))
+        print(f"{prog}: every one of the {summary.videos} manifest lines failed ({reasons}): "
+              f"see the errors table in {storage.redact(summary.out)}/{ERRORS_DIR}/", file=sys.stderr)
+        return 3
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,14 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgtc precompute: {storage.redact(str(err))}", file=sys.stderr)
         return 2
     print(format_summary(summary), flush=True)
-    if not summary.complete:
-        return 1
-    if summary.videos and not summary.ok:
-        reasons = ", ".join(f"{n} {name}" for name, n in summary.failed_by_reason.most_common(3))
-        print(f"mgtc precompute: every one of the {summary.videos} manifest lines failed ({reasons}): "
-              f"see the errors table in {storage.redact(summary.out)}/{ERRORS_DIR}/", file=sys.stderr)
-        return 3
-    return 0
+    return exit_status(summary, "mgtc precompute")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.precompute import FLAGS as PRECOMPUTE_FLAGS
+from jobs.precompute import FLAGS as PRECOMPUTE_FLAGS, add_settings_flags, exit_status
 from pipeline import raylog, storage
 from pipeline.manifest import ManifestError
 from pipeline.precompute import ConfigError, PrecomputeConfig, format_summary, load_config
 from pipeline.precompute.prepare import encode_settings, run_prepare
 from pipeline.progress import set_verbose
-from pipeline.shards import ERRORS_DIR
 
 # Precompute's flags, with --short-side renamed: here it is the videos' size.
 FLAGS = {k: v for k, v in PRECOMPUTE_FLAGS.items() if k != "short_side"}
@@ -49,18 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard-short-side", dest="shard_short_side", type=int,
                         help="short side the motion maps are computed at (default: data.short_side of a "
                              "train --config, else 224); <= --short-side")
-    for name, help_ in FLAGS.items():
-        flag = "--" + name.replace("_", "-")
-        if name == "sampling_rates":
-            parser.add_argument(flag, dest=name, type=int, nargs="+", help=help_)
-        elif name == "timeout_s":
-            parser.add_argument(flag, dest=name, type=float, help=help_)
-        elif name in ("score_mode", "s3_endpoint", "path_column", "label_column"):
-            parser.add_argument(flag, dest=name, help=help_)
-        else:
-            parser.add_argument(flag, dest=name, type=int, help=help_)
-    parser.add_argument("--pad-short", dest="pad_short", action="store_true", default=None,
-                        help="keep videos shorter than one clip (the trainer repeats the last frame)")
+    add_settings_flags(parser, FLAGS)
     raylog.add_verbose_flag(parser)
     return parser
 
@@ -81,14 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_summary(summary, "prepare"), flush=True)
     print(f"  manifest        {storage.redact(summary.out)}/manifest.csv ({summary.ok} videos)", flush=True)
-    if not summary.complete:
-        return 1
-    if summary.videos and not summary.ok:
-        reasons = ", ".join(f"{n} {name}" for name, n in summary.failed_by_reason.most_common(3))
-        print(f"mgtc prepare: every one of the {summary.videos} manifest lines failed ({reasons}): "
-              f"see the errors table in {storage.redact(summary.out)}/{ERRORS_DIR}/", file=sys.stderr)
-        return 3
-    return 0
+    return exit_status(summary, "mgtc prepare")
 
 
 if __name__ == "__main__":
