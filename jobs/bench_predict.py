@@ -20,7 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline import raylog
 from pipeline.bench.predict import measure, section_text, table, where_time_goes
+from pipeline.progress import set_verbose
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 
@@ -38,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=426)
     parser.add_argument("--work", default="", help="folder for videos and outputs (default: a temp dir)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/BENCHMARKS.md")
+    raylog.add_verbose_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     rows, info = measure(args)
     info["rows"] = rows
     text = table(rows)

@@ -4,6 +4,7 @@ Python's stderr kept, and one clear line for an error raised in a worker."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -49,8 +50,6 @@ def test_prepare_filters_the_known_warnings_for_workers_too(monkeypatch):
     monkeypatch.delenv("MGTC_VERBOSE", raising=False)
     monkeypatch.setenv("PYTHONWARNINGS", "default")
     raylog.prepare()
-    import os
-
     assert os.environ["PYTHONWARNINGS"].startswith("default,ignore:`ExecutionOptions.exclude_resources`")
 
 
@@ -65,3 +64,23 @@ def test_native_stderr_goes_to_the_log_file_python_stderr_stays(tmp_path):
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.stderr == "python error line\n"
     assert (tmp_path / "native.log").read_text() == "[E core_worker.cc] native line\n"
+
+
+def test_bench_predict_starts_a_quiet_local_ray(tmp_path):
+    """`mgtc bench predict`'s own Ray: no Ray INFO lines or worker output on the console,
+    the logs folder named once; the worker's line is in the session logs."""
+    code = ("import os, sys, ray\n"
+            "from pipeline.bench.predict import local_ray\n"
+            "with local_ray() as started:\n"
+            "    assert started\n"
+            "    ray.get(ray.remote(lambda: print('worker line', flush=True)).remote())\n"
+            "print('done')\n")
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=env)
+    console = out.stdout + out.stderr
+    assert out.returncode == 0, console
+    assert "INFO" not in console and "Started a local Ray instance" not in console, console
+    assert "worker line" not in console, console
+    assert console.count("Ray logs: ") == 1 and out.stdout.endswith("done\n"), console

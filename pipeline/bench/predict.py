@@ -89,8 +89,16 @@ def end_to_end(ckpt: Path, listing: Path, out: Path, kept: float) -> tuple[float
     return summary["clips_per_s"], summary["steady_clips_per_s"], summary["first_result_s"]
 
 
+def local_ray():
+    """The benchmark's local Ray (2 CPUs, no dashboard), quiet like the other commands:
+    Ray's own lines stay in its session logs unless --verbose (`pipeline.raylog`)."""
+    from pipeline.vocab import ray_session
+
+    return ray_session(num_cpus=2, include_dashboard=False,
+                       runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+
+
 def measure(args) -> tuple[list[tuple], dict]:
-    import ray
     import torch
 
     from pipeline.bench.videos import rendered_copies
@@ -106,12 +114,9 @@ def measure(args) -> tuple[list[tuple], dict]:
     loaded = load_for_inference(str(ckpt), device="cpu")
     load_before = os.getloadavg()
     decode_rate, views = decode_only(loaded, paths[: args.model_views])
-    from pipeline.localray import init_local
-
-    init_local(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     rates: dict[float, dict[str, list[float]]] = {k: {"model": [], "e2e": [], "steady": [], "first": []}
                                                   for k in KEPT}
-    try:
+    with local_ray():
         for r in range(args.rounds):
             for kept in KEPT:
                 rates[kept]["model"].append(model_only(loaded, views, kept))
@@ -124,8 +129,6 @@ def measure(args) -> tuple[list[tuple], dict]:
                 print(f"round {r + 1} kept {kept:.2f}: model {rates[kept]['model'][-1]:.3f} clips/s CPU, "
                       f"end to end {e2e:.3f} clips/s wall ({steady:.3f} after the first result at {first:.1f} s)",
                       flush=True)
-    finally:
-        ray.shutdown()
     base = {k: statistics.median(v) for k, v in rates[1.0].items()}
     rows = []
     for kept in KEPT:
