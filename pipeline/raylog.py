@@ -44,10 +44,13 @@ _STATE: dict[str, Any] = {"printed": False}
 def prepare() -> None:
     """Before `ray.init`: warnings filtered in this process and in the workers a local Ray
     starts (they inherit PYTHONWARNINGS from the driver); MLflow's INFO lines (creating the
-    embedded store's tables) off the console."""
+    embedded store's tables) off the console, in this process and in those workers
+    (MLFLOW_LOGGING_LEVEL, unless the user set it)."""
     if verbose():
         return
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow reads this when it is imported, here and in the workers a local Ray starts.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     entries = [f"ignore:{message}" for message, _ in NOISY_WARNINGS]
     current = os.environ.get("PYTHONWARNINGS", "")
     os.environ["PYTHONWARNINGS"] = ",".join([*([current] if current else []), *entries])

@@ -53,6 +53,25 @@ def test_prepare_filters_the_known_warnings_for_workers_too(monkeypatch):
     assert os.environ["PYTHONWARNINGS"].startswith("default,ignore:`ExecutionOptions.exclude_resources`")
 
 
+def test_prepare_keeps_mlflow_store_creation_lines_off_the_console(tmp_path):
+    """A fresh embedded store prints 'Creating initial MLflow database tables...' at INFO;
+    after `prepare()` it does not (here, and in workers through MLFLOW_LOGGING_LEVEL);
+    --verbose shows it."""
+    code = ("from pipeline import raylog\n"
+            "raylog.prepare()\n"
+            "import mlflow\n"
+            "mlflow.set_tracking_uri('sqlite:///' + {db!r})\n"
+            "mlflow.set_experiment('e')\n")
+    base = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    quiet = subprocess.run([sys.executable, "-c", code.format(db=str(tmp_path / "q.db"))], cwd=tmp_path,
+                           capture_output=True, text=True, env=base, timeout=300)
+    loud = subprocess.run([sys.executable, "-c", code.format(db=str(tmp_path / "v.db"))], cwd=tmp_path,
+                          capture_output=True, text=True, env={**base, "MGTC_VERBOSE": "1"}, timeout=300)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    assert "Creating initial MLflow database tables" in loud.stderr
+    assert "INFO" not in quiet.stderr, quiet.stderr
+
+
 def test_native_stderr_goes_to_the_log_file_python_stderr_stays(tmp_path):
     code = ("import os, sys\n"
             "from pathlib import Path\n"
