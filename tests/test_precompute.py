@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -217,20 +218,40 @@ def _check_outcomes(out: str, expect: dict[int, str]) -> None:
             assert (by_line[line]["stage"], by_line[line]["error"].split(":")[0]) == ("manifest", e)
 
 
+# Random bytes inside the media data: FFmpeg reports them as a failed open in some runs and a
+# failed decode in others (seen under load, in a resumed run and in an uninterrupted one alike),
+# so the snapshots compare that video's stage, not its wording or reason category.
+DECODER_WORDED = frozenset({"corrupt_middle.mp4"})
+
+
 def _part_snapshot(out: str) -> dict[str, object]:
-    """Committed content: shard and error tables per part, markers without timings."""
+    """Committed content: shard and error tables per part, markers without timings (and
+    without the reason categories of DECODER_WORDED's errors)."""
     snap: dict[str, object] = {}
     for p in shards.committed_parts(out):
         snap[f"shards/{p}"] = storage.read_table(shards.shard_file(out, p))
-        snap[f"errors/{p}"] = storage.read_table(shards.error_file(out, p))
+        errors = storage.read_table(shards.error_file(out, p)).to_pylist()
+        worded = [e for e in errors if e["video"] in DECODER_WORDED]
+        snap[f"errors/{p}"] = [{**e, "error": "<decoder's words>"} if e in worded else e for e in errors]
         marker = storage.read_json(shards.marker_file(out, p))
-        snap[f"marker/{p}"] = {k: v for k, v in marker.items() if k not in ("seconds", "decode_s", "score_s")}
+        marker = {k: v for k, v in marker.items() if k not in ("seconds", "decode_s", "score_s")}
+        if worded:
+            reasons = Counter(marker.pop("failed_by_reason"))
+            for e in worded:
+                reasons[precompute.reason_category(e["error"])] -= 1
+            marker["failed_by_reason"] = {k: n for k, n in reasons.items() if n}
+        snap[f"marker/{p}"] = marker
     return snap
 
 
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k].equals(b[k]) if hasattr(a[k], "equals") else a[k] == b[k] for k in a)
+def _differences(a: dict, b: dict) -> dict[str, tuple]:
+    """The snapshot entries that differ, with both sides (empty when the snapshots agree)."""
+    def show(v):
+        return v.to_pylist() if hasattr(v, "to_pylist") else v
+
+    keys = sorted(set(a) | set(b))
+    return {k: (show(a.get(k)), show(b.get(k))) for k in keys
+            if k not in a or k not in b or not (a[k].equals(b[k]) if hasattr(a[k], "equals") else a[k] == b[k])}
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +303,7 @@ def test_rerun_skips_committed_parts_and_writes_nothing(finished, dataset, capsy
     assert job.main([str(manifest), "--out", finished, "--short-side", "64", "--num-frames", "8",
                      "--part-size", "3", "--actors", "2"]) == 0
     assert "already committed" in capsys.readouterr().out
-    assert _same(before, _part_snapshot(finished))
+    assert not _differences(before, _part_snapshot(finished))
     assert stamps == {p: os.stat(shards.shard_file(finished, p)).st_mtime_ns for p in stamps}
     with pytest.raises(ConfigError, match="different run.*short_side"):
         precompute.run_precompute(str(manifest), finished, dataclasses.replace(CFG, short_side=32), log=lambda _: None)
@@ -322,7 +343,8 @@ def test_killed_job_resumes_to_the_same_shards(ray_local, finished, dataset, tmp
         del os.environ["MGTC_FAULT_CRASH"]
     assert summary.complete and summary.parts_skipped == len(committed)
     _check_outcomes(out, expect)
-    assert _same(_part_snapshot(out), _part_snapshot(finished))
+    differences = _differences(_part_snapshot(out), _part_snapshot(finished))
+    assert not differences, differences
 
 
 @pytest.mark.integration
