@@ -113,7 +113,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model]
         full = next(r for r in mine if r["strategy"] == "none")
