@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=2, help="decoded windows per video and round")
     p.add_argument("--sizes", nargs="+", default=list(data.SIZES), choices=list(data.SIZES))
     p.add_argument("--decoders", nargs="+", default=["decord", "torchcodec"], choices=["decord", "torchcodec"])
-    p.add_argument("--shard-read-ms", type=float, default=0.0,
-                   help="shard-row read per clip to add in the cores table (measured by item 1's benchmark)")
+    p.add_argument("--prepared", nargs="+", type=int, default=list(data.PREPARED),
+                   help="short sides of the prepared copies (mgtc prepare --short-side)")
+    p.add_argument("--shard-read-ms", type=float, default=1.26,
+                   help="shard-row read per clip added to the actor totals (mgtc bench shards: 1.26 ms per row "
+                        "from a row file at Kinetics size)")
     p.add_argument("--output", default="docs/BENCHMARKS.md")
     p.add_argument("--no-write", action="store_true")
     return p
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench data: skipping torchcodec: {missing}")
     load = os.getloadavg()[0]
     results = data.run(Path(args.work), videos=args.videos, rounds=args.rounds, sizes=args.sizes,
-                       decoders=args.decoders, calls=args.calls)
+                       decoders=args.decoders, calls=args.calls, prepared=args.prepared)
     body = data.tables(results, shard_read_ms=args.shard_read_ms)
     print(body)
     if not args.no_write:

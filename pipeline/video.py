@@ -99,6 +99,17 @@ def probe(path: str, *, threads: int = 1) -> VideoInfo:
     return info
 
 
+def frame_size(path: str) -> tuple[int, int]:
+    """(height, width) of a local video's frames from its stream header (PyAV; nothing is
+    decoded): what `read_frames` needs to resize a video that has no shard row, at a fifth
+    of `probe`'s CPU (2 vs 9.5 ms on a prepared 224 px copy; decord has no header-only query)."""
+    import av
+
+    with av.open(path) as container:
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.height), int(ctx.width)
+
+
 def open_reader(path: str, size: tuple[int, int], *, threads: int = 1):
     """A decord VideoReader that resizes to `size` = (height, width) while decoding."""
     decord = load_decord()

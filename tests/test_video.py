@@ -126,3 +126,22 @@ def test_torchcodec_frames_equal_decords(tmp_path):
         assert ours.shape == ref.shape and np.abs(ours - ref).mean() <= tolerance, size
     cfg_clip = video.open_frames(path, (32, 42), decoder="torchcodec").frames([5])
     assert cfg_clip.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_window_of_a_prepared_copy_decodes_to_its_full_decode(tmp_path, decoder):
+    """The same on `mgtc prepare`'s output (`reencode.reencode`: stride 2, keyframe every 4
+    frames, short side 32), at the prepared size and resized further, and the header size
+    `read_frames` resizes from (`video.frame_size`) is the decoders' frame size."""
+    from pipeline import reencode
+
+    src = _write_gop_video(tmp_path / "src.mp4", 60, 250)
+    prep = str(tmp_path / "prep.mp4")
+    reencode.reencode(src, prep, reencode.EncodeSettings(short_side=32, keyint=4, stride=2))
+    assert video.frame_size(src) == (48, 64) and video.frame_size(prep) == (32, 42)
+    info = video.probe_with(prep, decoder)
+    assert (info.num_frames, info.height, info.width) == (30, *video.frame_size(prep))
+    for size in ((32, 42), (24, 32)):
+        full = video.open_frames(prep, size, decoder=decoder).frames(range(30))
+        for window in (list(range(13, 29)), list(range(0, 16)), [5, 6, 7, 29]):
+            assert np.array_equal(video.open_frames(prep, size, decoder=decoder).frames(window), full[window]), window

@@ -1,23 +1,28 @@
 """`mgtc bench data`: CPU-ms and wall-ms per training clip of the data path, broken down.
 
-One process, torch single-threaded, one call = one decoded window = `num_sample` (2) clips
-as the K400 recipe (16x4, 224, short side 224, rand-m7-n4-mstd0.5-inc1). Per case and video:
-open (probe + reader), seek + decode (the window's 16 frames at stride 4), crop / resize /
-flip, token scores (computed on the clip: the shard-row read is issue 12 item 1's and not
-measured here), RandAugment (actor: timm's PIL ops; trainer: `augment.TrainerAugment` on
-the CPU, reported apart because on a GPU trainer it leaves the CPUs), hand-off (pickling
-the output batch, what Ray's object store copies). Cases: decoder x source / prepared
-videos; "before" = today's path (decord, source video, RandAugment in the actor).
+One process, torch single-threaded, one call = what `clips.ClipMaker.make` does for one
+training video row with a shard row: one decoded window = `num_sample` (2) clips, the K400
+recipe (16x4, 224, short side 224, rand-m7-n4-mstd0.5-inc1). The steps are the library's own
+functions in ClipMaker's order (tested: the same clips as ClipMaker): open (`video.open_frames`
+at the size the shard row gives: no probe), seek + decode (the window's 16 frames at stride
+4), crop / resize / flip (`transforms`), token scores (`clips.clip_scores` pooled from the
+video's shard cell maps, made once per video with precompute's `score_video`), RandAugment
+(actor: timm's PIL ops; trainer: `augment.TrainerAugment` on the CPU, reported apart because
+on a GPU trainer it leaves the CPUs), hand-off (pickling the output batch, what Ray's object
+store copies). The shard-row read (`shard_rows.RowReader`) is `mgtc bench shards`' number,
+added with `--shard-read-ms`. Cases: decoder x source / prepared videos; "before" = decord,
+source video, RandAugment in the actor (the path before issue 12, less its shard read).
 
-Prepared videos are made here with `mgtc prepare`'s encoding but its own size (`write_prepared`,
-older than the job): every 4th frame (the stride lattice), short side 224, GOP 16, x264 crf 23.
-Sources: moving textured content, 10 s at 30 fps, H.264 with x264's defaults (crf 23,
-keyint 250). Rounds interleave all cases; medians over rounds and videos.
+Prepared videos are `mgtc prepare`'s encoding (`reencode.reencode`, the function the job
+runs): every 4th frame (the stride lattice, data.video_stride=4), keyframe every 16 frames,
+x264 crf 23, at short side 224 (= data.short_side: decoded without resizing) and 320
+(`mgtc prepare`'s default: decoded with a resize to 224). Sources: moving textured content,
+10 s at 30 fps, H.264 with x264's defaults (crf 23, keyint 250). Rounds interleave all
+cases; medians over rounds and videos.
 """
 from __future__ import annotations
 
 import pickle
-import random
 import time
 from pathlib import Path
 
@@ -25,6 +30,8 @@ import numpy as np
 
 SIZES = {"340x256": (256, 340), "426x320": (320, 426), "1280x720": (720, 1280)}
 FRAMES, STRIDE, INPUT, SHORT, NUM_SAMPLE = 16, 4, 224, 224, 2
+PATCH, TUBELET, CELL = 16, 2, 8
+PREPARED = (224, 320)  # short sides of the prepared copies
 RA = "rand-m7-n4-mstd0.5-inc1"
 STEPS = ("open", "decode", "crop", "scores", "augment", "handoff")
 
@@ -62,25 +69,39 @@ def write_source(path: Path, height: int, width: int, seed: int, seconds: float 
     return str(path)
 
 
-def write_prepared(src: str, path: Path, stride: int = STRIDE, short: int = SHORT, gop: int = 16) -> str:
-    """`mgtc prepare`'s encoding of `src`: every `stride`-th frame, short side `short`, GOP
-    `gop`, x264 crf 23 (frame k of the copy = source frame k * stride)."""
-    import av
+def write_prepared(src: str, path: Path, short: int, stride: int = STRIDE, keyint: int = 16) -> str:
+    """`mgtc prepare`'s encoding of `src` (`reencode.reencode`, its settings but the short
+    side at their defaults): every `stride`-th frame, keyframe every `keyint` frames, short
+    side `short` (frame k of the copy = source frame k * stride)."""
+    from pipeline import reencode
 
-    from pipeline import video
-
-    info = video.probe(src)
-    h, w = video.resized_size(info.height, info.width, short)
-    reader = video.open_frames(src, (h, w))
-    frames = reader.frames(video.sequence_indices(len(reader), stride))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=max(1, round(info.fps / stride)),
-                                options={"g": str(gop), "keyint_min": str(gop), "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
+    reencode.reencode(src, str(path), reencode.EncodeSettings(short_side=short, keyint=keyint, stride=stride))
     return str(path)
+
+
+def shard_row(path: str, rate: int, short: int = SHORT, cell: int = CELL) -> dict:
+    """The video's shard row as `mgtc precompute` / `mgtc prepare` write it (the ClipMaker
+    columns): motion cell maps at sampling rate `rate` (in frames of this file)."""
+    from pipeline import precompute
+
+    cfg = precompute.PrecomputeConfig(sampling_rates=(rate,), short_side=short, cell=cell, tubelet=TUBELET,
+                                      num_frames=FRAMES)
+    res = precompute.score_video(path, cfg)
+    r = res["rates"][rate]
+    h, w = res["resized_height"], res["resized_width"]
+    return {"path": path, "num_sampled": r["num_sampled"], "resized_height": h, "resized_width": w,
+            "tubelet": TUBELET, "cell": cell, "cells_height": h // cell, "cells_width": w // cell,
+            "pair_cells": r["pair"].ravel(), "boundary_cells": r["boundary"].ravel()}
+
+
+def bench_spec(rate: int, decoder: str = "decord"):
+    """The ClipSpec of the K400 recipe's training split reading files at `rate` (no actor
+    RandAugment: the bench applies it as its own step)."""
+    from pipeline import clips
+
+    return clips.ClipSpec(train=True, num_frames=FRAMES, sampling_rate=rate, input_size=INPUT, short_side=SHORT,
+                          patch=PATCH, tubelet=TUBELET, score_mode="boundary", num_sample=NUM_SAMPLE,
+                          decoder=decoder)
 
 
 class Timer:
@@ -90,39 +111,42 @@ class Timer:
         self.cpu = dict.fromkeys(STEPS, 0.0)
         self.wall = dict.fromkeys(STEPS, 0.0)
 
-    def __call__(self, step: str, fn, *args):
+    def __call__(self, step: str, fn, *args, **kwargs):
         c, w = time.process_time(), time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         self.cpu[step] += time.process_time() - c
         self.wall[step] += time.perf_counter() - w
         return out
 
 
-def one_call(path: str, decoder: str, prepared: bool, rng: np.random.Generator, actor_ra, trainer_ra):
-    """One decoded window -> NUM_SAMPLE clips. Returns (Timer with the actor's steps,
-    trainer-side RandAugment CPU seconds for the same clips)."""
+def one_call(row: dict, rate: int, decoder: str, video_id: int, actor_ra, trainer_ra, seed: int = 0):
+    """What `ClipMaker.make` does for one training row with a shard row, step by step
+    (the same generators, so the same clips). Returns (Timer with the actor's steps,
+    trainer-side RandAugment CPU seconds for the same clips, [(pixels, scores)] after the
+    actor's RandAugment)."""
     import torch
 
-    from pipeline import motion, transforms, video
+    from pipeline import clips, shards, transforms, video
 
     tm = Timer()
-    stride = 1 if prepared else STRIDE
-    short = 0 if prepared else SHORT  # a prepared copy is at the short side already
-
-    def opened():
-        info = video.probe_with(path, decoder)
-        size = video.resized_size(info.height, info.width, short)
-        return video.open_frames(path, size, decoder=decoder)
-
-    reader = tm("open", opened)
-    window = video.train_window(video.num_sampled(len(reader), stride), FRAMES, rng)
-    frames = tm("decode", reader.frames, window * stride)
+    spec = bench_spec(rate, decoder)
+    window_rng, sample_rngs = clips.clip_generators(seed, 0, video_id, NUM_SAMPLE)
+    cells, cell = shards.row_cells(row), int(row["cell"])
+    size = (int(row["resized_height"]), int(row["resized_width"]))
+    reader = tm("open", video.open_frames, row["path"], size, decoder=decoder)
+    positions = video.train_window(int(row["num_sampled"]), FRAMES, window_rng)
+    frames = tm("decode", reader.frames, positions * rate)
+    del reader
     out, trainer_s = [], 0.0
-    for _ in range(NUM_SAMPLE):
-        h, w = frames.shape[1:3]
-        box = transforms.random_resized_box(h, w, (0.08, 1.0), (0.75, 1.3333), rng)
-        pixels = tm("crop", transforms.crop_resize, frames, box, INPUT, bool(rng.random() < 0.5))
-        scores = tm("scores", motion.token_scores, pixels, 2, 16, "boundary")
+    for rng in sample_rngs:  # clips.train_clip, one step at a time
+        def cropped():
+            h, w = transforms.covered_size(frames.shape[1], frames.shape[2], cell)
+            box = transforms.random_resized_box(h, w, spec.scale, spec.ratio, rng)
+            flip = bool(spec.hflip and rng.random() < 0.5)
+            return transforms.crop_resize(frames, box, INPUT, flip), box, flip
+
+        pixels, box, flip = tm("crop", cropped)
+        scores = tm("scores", clips.clip_scores, spec, pixels, positions, cells, box, cell, flip)
         augmented = tm("augment", transforms.augment_clip, pixels, actor_ra, int(rng.integers(2**63)))
         c = time.process_time()
         trainer_ra(torch.from_numpy(pixels)[None])
@@ -130,11 +154,33 @@ def one_call(path: str, decoder: str, prepared: bool, rng: np.random.Generator, 
         out.append((augmented, scores))
     tm("handoff", lambda: pickle.dumps({"pixels": np.stack([o[0] for o in out]),
                                         "scores": np.stack([o[1] for o in out])}, protocol=5))
-    return tm, trainer_s
+    return tm, trainer_s, out
+
+
+def make_videos(work: Path, sizes, videos: int, prepared=PREPARED, log=print) -> dict:
+    """{(size, kind): [(shard row, rate)]}: the generated sources (rate 4) and their
+    prepared copies per short side in `prepared` (rate 1), kind "source" / "prepared <short>"."""
+    files: dict = {}
+    work.mkdir(parents=True, exist_ok=True)
+    for name in sizes:
+        h, w = SIZES[name]
+        for i in range(videos):
+            src = work / f"src_{name}_{i}.mp4"
+            if not src.exists():
+                log(f"bench data: writing {src.name}")
+                write_source(src, h, w, seed=i)
+            files.setdefault((name, "source"), []).append((shard_row(str(src), STRIDE), STRIDE))
+            for short in prepared:
+                prep = work / f"prep{short}_{name}_{i}.mp4"
+                if not prep.exists():
+                    log(f"bench data: preparing {prep.name}")
+                    write_prepared(str(src), prep, short)
+                files.setdefault((name, f"prepared {short}"), []).append((shard_row(str(prep), 1), 1))
+    return files
 
 
 def run(work: Path, *, videos: int = 1, rounds: int = 3, sizes=tuple(SIZES), decoders=("decord", "torchcodec"),
-        calls: int = 3, log=print) -> dict:
+        calls: int = 3, prepared=PREPARED, log=print) -> dict:
     """Measure every case; returns {(size, kind, decoder): {"cpu": {step: ms/clip}, "wall":
     {...}, "trainer_augment": ms/clip}} (medians over rounds)."""
     import torch
@@ -143,33 +189,21 @@ def run(work: Path, *, videos: int = 1, rounds: int = 3, sizes=tuple(SIZES), dec
 
     torch.set_num_threads(1)
     decoders = [d for d in decoders if d == "decord" or not video.torchcodec_reason()]
-    work.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name in sizes:
-        h, w = SIZES[name]
-        for i in range(videos):
-            src = work / f"src_{name}_{i}.mp4"
-            if not src.exists():
-                log(f"bench data: writing {src.name}")
-                write_source(src, h, w, seed=i)
-            prep = work / f"prep_{name}_{i}.mp4"
-            if not prep.exists():
-                write_prepared(str(src), prep)
-            files.setdefault((name, "source"), []).append(str(src))
-            files.setdefault((name, "prepared"), []).append(str(prep))
+    files = make_videos(work, sizes, videos, prepared, log)
     actor_ra = transforms.rand_augment(RA, INPUT)
     trainer_ra = augment.TrainerAugment(RA, INPUT)
     samples: dict = {}
-    rng = np.random.default_rng(0)
-    random.seed(0)
-    np.random.seed(0)
-    cases = [(n, k, d) for n in sizes for k in ("source", "prepared") for d in decoders]
+    kinds = ["source"] + [f"prepared {short}" for short in prepared]
+    cases = [(n, k, d) for n in sizes for k in kinds for d in decoders]
     for r in range(rounds):
         log(f"bench data: round {r + 1}/{rounds}")
         for case in cases:
-            for path in files[case[:2]]:
-                for _ in range(calls):
-                    tm, trainer_s = one_call(path, case[2], case[1] == "prepared", rng, actor_ra, trainer_ra)
+            for v, (row, rate) in enumerate(files[case[:2]]):
+                for c in range(calls):
+                    # Paired draws: every case gets the same window, crops and RandAugment ops
+                    # (their cost varies ~5x between ops), only the video file and decoder differ.
+                    video_id = (r * videos + v) * calls + c
+                    tm, trainer_s, _ = one_call(row, rate, case[2], video_id, actor_ra, trainer_ra)
                     s = samples.setdefault(case, {"cpu": [], "wall": [], "trainer": []})
                     s["cpu"].append(tm.cpu)
                     s["wall"].append(tm.wall)
@@ -193,15 +227,16 @@ def tables(results: dict, *, shard_read_ms: float = 0.0) -> str:
     for (name, kind, dec), m in results.items():
         lines.append(f"| {name} | {kind} | {dec} | " + " | ".join(f"{m['cpu'][k]:.1f}" for k in STEPS)
                      + f" | {m['trainer_augment']:.1f} |")
-    lines += ["", "Decode-actor CPU ms per clip (wall ms in brackets); before = decord, source, "
-                  "augment_on=actor:", "",
+    lines += ["", f"Decode-actor CPU ms per clip (wall ms in brackets), the steps above plus the shard-row read "
+                  f"({shard_read_ms:g} ms); before = decord, source, augment_on=actor:", "",
               "| source | video | decoder | augment_on=actor | augment_on=trainer | vs before (actor / trainer) |",
               "|---|---|---|---|---|---|"]
     for (name, kind, dec), m in results.items():
-        before = actor_ms(results[(name, "source", "decord")], "actor")
-        a, t = actor_ms(m, "actor"), actor_ms(m, "trainer")
-        lines.append(f"| {name} | {kind} | {dec} | {a:.1f} ({actor_ms(m, 'actor', 'wall'):.1f}) | "
-                     f"{t:.1f} ({actor_ms(m, 'trainer', 'wall'):.1f}) | {a / before:.2f} / {t / before:.2f} |")
+        before = actor_ms(results[(name, "source", "decord")], "actor") + shard_read_ms
+        a, t = actor_ms(m, "actor") + shard_read_ms, actor_ms(m, "trainer") + shard_read_ms
+        wa, wt = actor_ms(m, "actor", "wall") + shard_read_ms, actor_ms(m, "trainer", "wall") + shard_read_ms
+        lines.append(f"| {name} | {kind} | {dec} | {a:.1f} ({wa:.1f}) | {t:.1f} ({wt:.1f}) | "
+                     f"{a / before:.2f} / {t / before:.2f} |")
     lines += ["", "Cores per GPU (ViT-B 16x224; CPU-s per clip x clips/s; actor side only):", "",
               "| source | video | decoder | augment_on | @ 700 clips/s (all tokens) | @ 1300 clips/s (MGTC 50%) |",
               "|---|---|---|---|---|---|"]
