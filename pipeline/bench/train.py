@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SECTION = "## End-to-end training (issue 4)"
+SECTION_K400 = "## End-to-end training on K400-size videos (issue 12)"
 SETTINGS = (("all tokens", "none", 0.0), ("MGTC 25%", "mgtc_ratio", 0.25), ("MGTC 50%", "mgtc_ratio", 0.5))
-TARGET = 0.8  # end-to-end speedup / encoder FLOPs ratio
+TARGET = 0.8  # end-to-end speedup / encoder FLOPs ratio (issue 4)
+TARGET_K400 = 0.9  # the same on K400-size videos (issue 12)
 
 
 @dataclass
@@ -31,19 +33,54 @@ class Row:
     top1: float = float("nan")
 
 
+def short_side(args: argparse.Namespace) -> int:
+    """The decode short side: --short-side, else the input size (synthetic square videos)."""
+    return args.short_side or args.size
+
+
+def section_of(args: argparse.Namespace) -> str:
+    return SECTION if args.source == "synth" else SECTION_K400
+
+
+def k400_like(root: Path, size: str, videos: int) -> dict[str, str]:
+    """`videos` K400-like videos (`bench.data.write_source`: 10 s, 30 fps, x264 defaults,
+    moving textured content) of `size`, labels cycling over 8 classes, every 4th video
+    to test; manifests as VideoMAE list files. Throughput only: the labels are not learnable."""
+    from pipeline.bench import data
+
+    root.mkdir(parents=True, exist_ok=True)
+    h, w = data.SIZES[size]
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    for i in range(videos):
+        path = root / f"v{i:03d}.mp4"
+        if not path.exists():
+            data.write_source(path, h, w, seed=100 + i)
+        lines["test" if i % 4 == 3 else "train"].append(f"{path} {i % 8}\n")
+    out = {}
+    for split, rows in lines.items():
+        out[split] = str(root / f"{split}.csv")
+        Path(out[split]).write_text("".join(rows))
+    return out
+
+
 def prepare_data(args: argparse.Namespace) -> dict[str, str]:
-    """Synthetic videos and their shards under --out-dir (reused when already there)."""
+    """Synthetic videos (or K400-like ones, --source) and their shards under --out-dir
+    (reused when already there)."""
     from pipeline import shards as shard_io
     from pipeline.precompute import PrecomputeConfig, run_precompute
     from pipeline.synth import make_dataset
 
     root = Path(args.out_dir).resolve()
-    paths = make_dataset(root / "synthetic", videos_per_class=args.videos_per_class, size=args.size,
-                         frames=64, fps=25, seed=0, splits=(0.75, 0.0, 0.25))
-    shards = root / "shards"
+    if args.source == "synth":
+        paths = make_dataset(root / "synthetic", videos_per_class=args.videos_per_class, size=args.size,
+                             frames=64, fps=25, seed=0, splits=(0.75, 0.0, 0.25))
+        shards = root / "shards"
+    else:
+        paths = k400_like(root / f"k400like_{args.source}", args.source, 8 * args.videos_per_class)
+        shards = root / f"shards_{args.source}_{short_side(args)}"
     if not (shards / shard_io.SUCCESS_FILE).exists():
-        settings = PrecomputeConfig(sampling_rates=(args.sampling_rate,), short_side=args.size, cell=8, tubelet=2,
-                                    num_frames=args.frames, actors=1, part_size=64, progress_interval_s=30)
+        settings = PrecomputeConfig(sampling_rates=(args.sampling_rate,), short_side=short_side(args), cell=8,
+                                    tubelet=2, num_frames=args.frames, actors=1, part_size=64, progress_interval_s=30)
         run_precompute(str(paths["train"]), str(shards), settings, log=lambda line: None)
     return {"train": str(paths["train"]), "test": str(paths["test"]), "shards": str(shards)}
 
@@ -58,7 +95,7 @@ def bench_config(args: argparse.Namespace, data: dict[str, str], strategy: str, 
     return load_config(base, [
         f"data.train_manifest={data['train']}", "data.val_manifest=", f"data.test_manifest={data['test']}",
         f"data.shards={data['shards']}", f"data.num_frames={args.frames}", f"data.sampling_rate={args.sampling_rate}",
-        f"data.input_size={args.size}", f"data.short_side={args.size}", "data.test_clips=2", "data.test_crops=1",
+        f"data.input_size={args.size}", f"data.short_side={short_side(args)}", "data.test_clips=2", "data.test_crops=1",
         f"model.size={args.model}", f"masking.strategy={strategy}", f"masking.ratio={ratio}",
         f"optim.epochs={args.epochs}", "optim.warmup_epochs=0", f"optim.batch_size={args.batch}",
         f"data.num_sample={args.num_sample}", "optim.val_every=1",
@@ -102,7 +139,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], float, dict[str, float]]:
     return rows, alone, load
 
 
-def markdown_table(rows: list[Row]) -> str:
+def markdown_table(rows: list[Row], target: float = TARGET) -> str:
     base = rows[0]
     head = ("setting", "kept tokens", "encoder GFLOPs/view", "FLOPs ratio", "train clips/s (e2e)", "train speedup",
             "speedup / FLOPs ratio", "data wait (% of epoch)", "trainer CPU-s/clip (speedup)", "eval clips/s (e2e)",
@@ -115,7 +152,7 @@ def markdown_table(rows: list[Row]) -> str:
         train, evals = statistics.median(row.train_clips_per_s), statistics.median(row.eval_clips_per_s)
         cpu = statistics.median(row.cpu_per_clip)
         speedup = train / train0
-        verdict = "" if row is base else (" (ok)" if speedup / flops >= TARGET else " (below 0.8)")
+        verdict = "" if row is base else (" (ok)" if speedup / flops >= target else f" (below {target:g})")
         lines.append("| " + " | ".join([
             row.label, f"{row.kept_ratio:.0%}", f"{row.gflops:.3f}", f"{flops:.2f}x", f"{train:.2f}",
             f"{speedup:.2f}x", f"{speedup / flops:.2f}{verdict}", f"{100 * statistics.median(row.data_wait):.0f}%",
@@ -154,12 +191,15 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
     command = bench_command("train", argv)
     date = utc_now()
     return "\n".join([
-        SECTION,
+        section_of(args),
         "",
         f"ViT-{args.model} fine-tuning, {args.frames}x{args.size}x{args.size} clips (stride {args.sampling_rate}), "
         f"batch {args.batch} clips ({args.num_sample} crops per decoded video, `data.num_sample`), "
         "fp32 on CPU: one Ray Train worker (gloo) fed by one Ray Data decode actor, "
-        f"synthetic videos ({args.videos_per_class} per class, 8 classes) with precomputed motion shards; "
+        + (f"synthetic videos ({args.videos_per_class} per class, 8 classes)" if args.source == "synth" else
+           f"{8 * args.videos_per_class} K400-like {args.source} videos (10 s, 30 fps, x264 defaults; decoded at "
+           f"short side {short_side(args)}, labels not learnable: throughput only)")
+        + " with precomputed motion shards; "
         f"the same data and seeds for every setting; {args.epochs} epochs per run, the last one measured; "
         f"{args.rounds} round(s), medians.",
         "",
@@ -176,7 +216,7 @@ def section_text(table: str, args: argparse.Namespace, argv: list[str], alone: f
         "",
         "Train clips/s = clips of the measured epoch / its wall clock inside the worker, waiting for data "
         "included. FLOPs ratio = encoder GFLOPs/view (multiply-adds of the kept tokens, tubelet embedding on "
-        "all) of all tokens / of the setting; the target is train speedup >= 0.8 x FLOPs ratio. 'Data wait' "
+        "all) of all tokens / of the setting; the target is train speedup >= " + ("0.8" if args.source == "synth" else "0.9") + " x FLOPs ratio. 'Data wait' "
         "is the share of the epoch the trainer sat waiting for its next batch: near 0 means the decode actor "
         "keeps up and the token saving reaches the wall clock. Trainer CPU-s/clip: CPU time of the train "
         "worker process (all threads) per clip in the measured epoch, a cost that other tenants of the "
