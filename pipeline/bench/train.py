@@ -91,7 +91,7 @@ def bench_config(args: argparse.Namespace, data: dict[str, str], strategy: str, 
     from pipeline.config import load_config
 
     root = Path(args.out_dir).resolve()
-    base = Path(__file__).resolve().parent / "configs" / "synthetic_tiny.yaml"
+    base = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "synthetic_tiny.yaml"  # repo root/jobs
     return load_config(base, [
         f"data.train_manifest={data['train']}", "data.val_manifest=", f"data.test_manifest={data['test']}",
         f"data.shards={data['shards']}", f"data.num_frames={args.frames}", f"data.sampling_rate={args.sampling_rate}",
