@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=112, help="frame side = input size (px)")
     parser.add_argument("--source", default="synth", choices=("synth", "340x256", "426x320"),
                         help="synthetic square videos of --size, or K400-like videos of this size (issue 12)")
+    parser.add_argument("--mode", default="finetune", choices=("finetune", "pretrain"),
+                        help="optim.mode; pretrain (MAE) skips the eval columns")
     parser.add_argument("--short-side", type=int, default=0, help="decode short side (default: --size)")
     parser.add_argument("--batch", type=int, default=4, help="clips per step")
     parser.add_argument("--num-sample", type=int, default=2,
