@@ -29,7 +29,8 @@ from pipeline.precompute.config import (COMPRESSIONS, SCORE_MODES, SHARD_FIELDS,
                                         config_from_mapping, load_config)
 from pipeline.precompute.decoder import DecoderProcess, child_main
 from pipeline.precompute.job import JobKind, Summary, format_summary, manifest_fingerprint, run_precompute, split_parts
-from pipeline.precompute.parts import FAULT_ENV, PartWorker, commit_part, part_marker, reason_category
+from pipeline.precompute.faults import FAULT_ENV
+from pipeline.precompute.parts import PartWorker, commit_part, part_marker, reason_category
 from pipeline.precompute.scoring import CellScorer, VideoError, check_length, score_video, warm_up_scoring
 
 __all__ = [

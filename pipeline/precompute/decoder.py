@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from pipeline import video
+from pipeline.precompute import faults
 from pipeline.precompute.config import PrecomputeConfig
 from pipeline.precompute.scoring import VideoError, score_video, warm_up_scoring
 
@@ -45,20 +46,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _fault_hooks(path: str) -> None:
-    """Test hooks (env): MGTC_FAULT_CRASH / MGTC_FAULT_HANG = substring of a path that makes
-    the decoder segfault / hang; MGTC_FAULT_DELAY_S = seconds to sleep before each video.
-    (MGTC_FAULT_WORKER_EXIT makes the actor itself exit, in PartWorker.process_part.)"""
-    crash, hang = os.environ.get("MGTC_FAULT_CRASH"), os.environ.get("MGTC_FAULT_HANG")
-    if crash and crash in path:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if hang and hang in path:
-        time.sleep(3600)
-    delay = float(os.environ.get("MGTC_FAULT_DELAY_S") or 0)
-    if delay > 0:
-        time.sleep(delay)
-
-
 def child_main() -> None:
     """Decoder process: reads {path, config} requests on stdin, answers on stdout."""
     protocol_out = os.fdopen(os.dup(1), "wb")
@@ -72,7 +59,7 @@ def child_main() -> None:
         request = _recv_blocking(sys.stdin.buffer)
         if request is None:
             return
-        _fault_hooks(request["path"])
+        faults.before_video(request["path"])
         try:
             cfg = PrecomputeConfig(**request["config"])
             if request.get("prepare"):  # mgtc prepare: re-encode, then score the new file

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow, check_labels, read_manifest
 from pipeline.precompute.config import ConfigError, PrecomputeConfig
-from pipeline.precompute.parts import FAULT_ENV, PartWorker, _apply_endpoint, _commit_failed_part, _row_dict
+from pipeline.precompute.faults import FAULT_ENV
+from pipeline.precompute.parts import PartWorker, _apply_endpoint, _commit_failed_part, _row_dict
 from pipeline.progress import progress
 from pipeline.vocab import FORWARDED_ENV, forwarded_env, ray_session
 

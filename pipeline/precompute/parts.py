@@ -17,14 +17,10 @@ import numpy as np
 
 from pipeline import shard_rows, shards, storage
 from pipeline.manifest import ManifestRow
+from pipeline.precompute import faults
 from pipeline.precompute.config import PrecomputeConfig
 from pipeline.precompute.decoder import DecoderProcess
 from pipeline.vocab import LogSafeEnv
-
-# Test hooks (see _fault_hooks and PartWorker.process_part); inert unless set. The driver
-# forwards them to the workers with the AWS chain (vocab.FORWARDED_ENV).
-FAULT_ENV = ("MGTC_FAULT_CRASH", "MGTC_FAULT_HANG", "MGTC_FAULT_DELAY_S", "MGTC_FAULT_WORKER_EXIT")
-
 
 def reason_category(reason: str) -> str:
     """'decoder crashed: signal 11 (SIGSEGV)' -> 'decoder crashed' (summary grouping)."""
@@ -92,8 +88,7 @@ class PartWorker:
 
     def __init__(self, config: dict, out: str, env: LogSafeEnv | None = None):
         if env is not None:
-            for key in FAULT_ENV:  # the driver's hooks only, never a stale one
-                os.environ.pop(key, None)
+            faults.clear()  # the driver's fault hooks only, never a stale one
             os.environ.update(env)
         self.config = dict(config)
         self.cfg = PrecomputeConfig(**self.config)
@@ -117,9 +112,7 @@ class PartWorker:
     def process_part(self, part: int, rows: list[dict]) -> dict[str, Any]:
         """Score every row of one part and commit it; returns the part's summary (marker)."""
         t0 = time.perf_counter()
-        exit_on = os.environ.get("MGTC_FAULT_WORKER_EXIT")
-        if exit_on and any(exit_on in r["path"] for r in rows):
-            os._exit(3)  # test hook: the actor process dies (not the decoder child)
+        faults.worker_exit(r["path"] for r in rows)
         ok_records: list[dict] = []
         errors: list[dict] = []
         stats = Counter()
