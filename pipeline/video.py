@@ -23,8 +23,10 @@ resizing, both use FFmpeg's swscale with different filters: within a mean of 1.5
 (edges differ by up to ~30).
 
 decord must be imported after torch in any process that uses both (decord before CUDA
-torch segfaults, dmlc/decord#293); `load_decord()` imports torch first unless `TORCH_FIRST` is
-turned off by a process that never touches torch (the precompute decoder process).
+torch segfaults, dmlc/decord#293), so `load_decord()` imports torch first. A process that
+never touches torch (the precompute decoder child, bench precompute's workers) calls
+`use_decord_without_torch()` once at its start instead: importing torch there would only
+cost its import time and memory.
 """
 
 from __future__ import annotations
@@ -35,16 +37,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TORCH_FIRST = True
+_torch_first = True  # set only by use_decord_without_torch()
 
 
 def load_decord():
-    """The decord module, imported after torch unless TORCH_FIRST is off."""
-    if TORCH_FIRST and "torch" not in sys.modules:
+    """The decord module, imported after torch (unless this process chose
+    `use_decord_without_torch()`)."""
+    if _torch_first and "torch" not in sys.modules:
         import torch  # noqa: F401  (import order: torch before decord)
     import decord
 
     return decord
+
+
+def use_decord_without_torch():
+    """For a process that never imports torch: import decord now, without torch, and never
+    import torch for it later in this process. Call once, at the process's start; returns decord."""
+    global _torch_first
+    _torch_first = False
+    return load_decord()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -145,3 +148,12 @@ def test_a_window_of_a_prepared_copy_decodes_to_its_full_decode(tmp_path, decode
         full = video.open_frames(prep, size, decoder=decoder).frames(range(30))
         for window in (list(range(13, 29)), list(range(0, 16)), [5, 6, 7, 29]):
             assert np.array_equal(video.open_frames(prep, size, decoder=decoder).frames(window), full[window]), window
+
+
+@pytest.mark.parametrize("call, torch_loaded", [("load_decord", True), ("use_decord_without_torch", False)])
+def test_decord_imports_torch_first_unless_the_process_opts_out(call, torch_loaded):
+    """decord after torch (dmlc/decord#293), except in a process that chose to never load torch."""
+    code = (f"import sys; from pipeline import video; video.{call}(); video.load_decord(); "
+            "print('torch' in sys.modules, 'decord' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(torch_loaded), "True"]

@@ -25,7 +25,7 @@ SECTION = "## Precompute (issue 3)"
 def _init_worker() -> None:
     from pipeline import video
 
-    video.TORCH_FIRST = False  # like the job's decoder processes: no torch
+    video.use_decord_without_torch()  # like the job's decoder processes: no torch
 
 
 def _decode_only(path: str, config: dict, sequential: bool = False) -> int:

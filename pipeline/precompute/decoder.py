@@ -51,8 +51,7 @@ def child_main() -> None:
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed (ffmpeg, stray prints) goes to stderr, not the protocol
     _die_with_parent()
-    video.TORCH_FIRST = False  # this process never imports torch
-    video.load_decord()  # import now, while the parent waits for its first task
+    video.use_decord_without_torch()  # this process never imports torch; import now, while the parent waits
     warm_up_scoring()
     _send(protocol_out, {"ready": True})
     while True:
