@@ -12,19 +12,16 @@ import torch
 from jobs import evaluate as eval_job
 from jobs import train as train_job
 from pipeline.checkpoints import CheckpointError, load_videomae_checkpoint
-from pipeline.config import load_config
 from pipeline.model import build_model, build_pretrain_model
 from pipeline.modeling import check_weights, make_model
+from tests.helpers.configs import tiny_config
 
 FRAMES, SIZE = 4, 32
-TINY = [
-    "data.num_classes=5", "data.num_frames=4", "data.input_size=32", "data.short_side=32",
-    "data.train_manifest=unused.txt", "masking.strategy=none", "model.size=tiny",
-]
+TINY = ["data.num_classes=5", "data.num_frames=4", "data.train_manifest=unused.txt", "masking.strategy=none"]
 
 
 def tiny_cfg(*extra: str):
-    return load_config(None, TINY + list(extra))
+    return tiny_config(*TINY, *extra)
 
 
 class NotAllowListed:

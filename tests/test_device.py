@@ -11,20 +11,20 @@ import pytest
 import torch
 
 from pipeline.bench.gpu import HostReads
-from pipeline.config import load_config, replace
+from pipeline.config import replace
 from pipeline.device import compile_blocks, compile_dynamic, configure_matmul, fused_optimizer, maybe_compile, pin_batches
 from pipeline.layers import VideoMAEBlock
 from pipeline.model import build_model, build_pretrain_model
 from pipeline.modeling import make_model
 from pipeline.motion import token_scores
 from pipeline.training import EpochCounters, make_optimizer, make_recipe, select_train
+from tests.helpers.configs import tiny_config
 
-TINY = ["data.shards=shards", "data.num_classes=4", "data.num_frames=8", "data.input_size=32",
-        "data.short_side=32", "model.size=tiny", "optim.batch_size=4"]
+TINY = ["data.shards=shards", "data.num_classes=4", "data.num_frames=8", "optim.batch_size=4"]
 
 
 def tiny_cfg(*overrides: str):
-    return load_config(None, TINY + list(overrides))
+    return tiny_config(*TINY, *overrides)
 
 
 def test_gpu_settings_default_on_and_do_nothing_on_cpu():

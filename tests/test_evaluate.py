@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config, replace
+from pipeline.config import replace
 from pipeline.evaluate import evaluate, format_table, run_evaluation
 from pipeline.modeling import STATE_FILE, make_model
 from pipeline.multiview import VideoScores, average_views, topk_accuracy
 from pipeline.selection import select_views
 from pipeline.shards import resolve_tau
+from tests.helpers.configs import yaml_config
 
 CONFIG = """
 data: {{dataset: synthetic, shards: {tmp}/shards, num_classes: 4, num_frames: 8, sampling_rate: 1,
@@ -29,9 +30,7 @@ tracking: {{tracking_uri: "{uri}", experiment: test-eval}}
 
 
 def config(tmp_path, uri="", *overrides):
-    path = tmp_path / "eval.yaml"
-    path.write_text(CONFIG.format(tmp=tmp_path, uri=uri))
-    return load_config(path, list(overrides))
+    return yaml_config(tmp_path, CONFIG.format(tmp=tmp_path, uri=uri), *overrides)
 
 
 def test_softmax_per_view_then_mean_per_video():

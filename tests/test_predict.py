@@ -21,17 +21,17 @@ from pipeline.flops import gmacs_per_view
 from pipeline.predict.core import model_shape
 from pipeline.predict.labels import LabelsError, parse_class_names
 from pipeline.predict.loading import inference_masking, load_for_inference
+from tests.helpers.configs import tiny_config
 from tests.helpers.videos import make_video
 
 NAMES = ["left", "right", "still"]
 TINY = ["data.train_manifest=x", "data.num_classes=3", "data.num_frames=4", "data.sampling_rate=2",
-        "data.input_size=32", "data.short_side=32", "data.test_clips=2", "data.test_crops=1",
-        "model.size=tiny", "masking.strategy=none", "model.head_init_scale=1.0"]
+        "data.test_clips=2", "data.test_crops=1", "masking.strategy=none", "model.head_init_scale=1.0"]
 
 
 def tiny_checkpoint(folder: Path, *, names=NAMES, seed: int = 0) -> tuple[Path, torch.nn.Module]:
     """A training checkpoint directory of a tiny classifier with a non-trivial head."""
-    cfg = load_config(None, TINY)
+    cfg = tiny_config(*TINY)
     torch.manual_seed(seed)
     model = make_model(cfg)
     with torch.no_grad():

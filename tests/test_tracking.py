@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import load_config, replace
+from pipeline.config import replace
 from pipeline.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -25,6 +25,7 @@ from pipeline.tracking import (
     summary_params,
 )
 from pipeline.vocab import git_commit
+from tests.helpers.configs import yaml_config
 
 CONFIG = """
 data: {{train_manifest: data/train.csv, shards: data/shards, num_classes: 5, num_frames: 16, sampling_rate: 2}}
@@ -38,9 +39,7 @@ tracking: {{experiment: test-tracking}}
 
 @pytest.fixture
 def cfg(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text(CONFIG.format(tmp=tmp_path))
-    return load_config(path)
+    return yaml_config(tmp_path, CONFIG.format(tmp=tmp_path))
 
 
 def test_tracking_uri_precedence(cfg, tmp_path, monkeypatch):

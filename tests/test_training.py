@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ConfigError, load_config, replace
+from pipeline.config import ConfigError, replace
 from pipeline.modeling import make_model
 from pipeline.motion import token_scores
 from pipeline.selection import select_tokens
@@ -39,6 +39,7 @@ from pipeline.training import (
     set_rng_state,
 )
 from pipeline.trainer import run_training
+from tests.helpers.configs import yaml_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,9 +60,7 @@ tracking: {{tracking_uri: "{uri}", experiment: test-training}}
 
 
 def tiny_config(tmp_path: Path, uri: str = "", *overrides: str):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(BASE.format(tmp=tmp_path, uri=uri))
-    return load_config(path, list(overrides))
+    return yaml_config(tmp_path, BASE.format(tmp=tmp_path, uri=uri), *overrides)
 
 
 def clip_rows(num_videos: int, *, views: int = 1, seed: int = 0) -> list[dict]:
