@@ -5,6 +5,7 @@ section of docs/BENCHMARKS.md."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -160,7 +161,8 @@ def markdown_table(rows: list[Row], target: float = TARGET) -> str:
         lines.append("| " + " | ".join([
             row.label, f"{row.kept_ratio:.0%}", f"{row.gflops:.3f}", f"{flops:.2f}x", f"{train:.2f}",
             f"{speedup:.2f}x", f"{speedup / flops:.2f}{verdict}", f"{100 * statistics.median(row.data_wait):.0f}%",
-            f"{cpu:.2f} ({cpu0 / cpu:.2f}x)", f"{evals:.2f}", f"{evals / eval0:.2f}x",
+            f"{cpu:.2f} ({cpu0 / cpu:.2f}x)",
+            *(("-", "-") if math.isnan(evals) else (f"{evals:.2f}", f"{evals / eval0:.2f}x")),  # MAE: no eval
         ]) + " |")
     return "\n".join(lines)
 
