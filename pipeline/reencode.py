@@ -25,10 +25,7 @@ import av
 import numpy as np
 
 from pipeline import video
-
-_BITEXACT = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.ACCURATE_RND
-             | av.video.reformatter.Interpolation.BITEXACT)
-
+from pipeline.encoding import to_yuv420p
 
 class EncodeError(Exception):
     """A video that could not be re-encoded; `stage` / `reason` become its error row."""
@@ -64,12 +61,6 @@ def prepared_size(height: int, width: int, short_side: int) -> tuple[int, int]:
         return max(2, height // 2 * 2), max(2, width // 2 * 2)
     h, w = video.resized_size(height, width, short_side)
     return max(2, h // 2 * 2), max(2, w // 2 * 2)
-
-
-def _to_yuv420p(frame: np.ndarray) -> av.VideoFrame:
-    """[H, W, 3] uint8 RGB -> yuv420p, single-threaded and bit-exact (reproducible)."""
-    rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
-    return rgb.reformat(format="yuv420p", interpolation=_BITEXACT, threads=1)
 
 
 def reencode(src: str, dst: str, settings: EncodeSettings) -> dict[str, Any]:
@@ -114,7 +105,7 @@ def reencode(src: str, dst: str, settings: EncodeSettings) -> dict[str, Any]:
                 raise EncodeError("decode", f"decode error: {video.clean_decoder_error(str(err))}") from None
             t1 = time.perf_counter()
             for frame in frames:
-                container.mux(stream.encode(_to_yuv420p(np.ascontiguousarray(frame))))
+                container.mux(stream.encode(to_yuv420p(np.ascontiguousarray(frame))))
             written += len(frames)
             decode_s, encode_s = decode_s + t1 - t0, encode_s + time.perf_counter() - t1
         t1 = time.perf_counter()

@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline import synth
+from pipeline import encoding, synth
 
 SET_NAME = "hard"
 # Bump when rendering changes (recorded in dataset.json; a mismatch is refused).
@@ -370,5 +370,5 @@ def make_dataset(out_dir: str | os.PathLike, *, videos_per_class: int, size: int
 
     return synth.write_dataset(
         out_dir, params, overwrite=overwrite, render=render,
-        encode=lambda path, video: synth.write_video(path, video, fps, crf=crf),
+        encode=lambda path, video: encoding.write_video(path, video, fps, crf=crf),
         descriptions=DESCRIPTIONS, flip_safe=False)  # a flip swaps cw and ccw

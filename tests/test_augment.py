@@ -135,11 +135,11 @@ def test_augment_on_is_validated_and_auto_follows_the_device():
 
 def test_trainer_path_hands_over_unaugmented_clips_with_the_same_scores(tmp_path):
     from tests.test_clips import as_batch, make_cfg, shard_row
-    from pipeline import synth
+    from pipeline import encoding, synth
 
     frames = synth.render_video("right", np.random.default_rng(0), size=80, frames=32)[:, 8:72]
     path = tmp_path / "right.mp4"
-    synth.write_video(path, frames, fps=25)
+    encoding.write_video(path, frames, fps=25)
     row = shard_row(str(path), 2, 64)
     actor = clips.ClipMaker(make_cfg(rand_augment=CONFIG, augment_on="actor"), "train", entropy=5)
     trainer = clips.ClipMaker(make_cfg(rand_augment=CONFIG, augment_on="trainer"), "train", entropy=5)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import clips, precompute, selection, synth, video, vocab
+from pipeline import clips, encoding, precompute, selection, synth, video, vocab
 from pipeline.config import (
     Config,
     ConfigError,
@@ -94,7 +94,7 @@ def videos(tmp_path_factory) -> dict[str, str]:
     out = {"square": str(test_videos.write_moving_square_video(root / "square.mp4", frames=32, size=64, step=2))}
     for i, cls in enumerate(("right", "down", "orbit", "pulse")):
         frames = synth.render_video(cls, np.random.default_rng(i), size=80, frames=32)[:, 8:72]
-        synth.write_video(root / f"{cls}.mp4", frames, fps=25)
+        encoding.write_video(root / f"{cls}.mp4", frames, fps=25)
         out[cls] = str(root / f"{cls}.mp4")
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jobs import synth as synth_job
-from pipeline import synth
+from pipeline import encoding, synth
 from tests.helpers import videos as test_videos
 
 PATCH, TUBELET = 16, 2
@@ -190,7 +190,7 @@ def test_shake_is_small_and_global():
 def test_written_mp4_decodes_with_decord(tmp_path, codec, frames, size, fps):
     video = synth.render_video("down", np.random.default_rng(0), size=size, frames=frames)
     path = tmp_path / "v.mp4"
-    synth.write_video(path, video, fps, codec=codec)
+    encoding.write_video(path, video, fps, codec=codec)
     reader = decord.VideoReader(str(path))
     assert len(reader) == frames
     assert reader.get_avg_fps() == pytest.approx(fps)
@@ -201,7 +201,7 @@ def test_written_mp4_decodes_with_decord(tmp_path, codec, frames, size, fps):
 
 
 def test_default_codec_is_libx264_when_available():
-    assert synth.video_codec() in ("libx264", "mpeg4")
+    assert encoding.video_codec() in ("libx264", "mpeg4")
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
@@ -214,17 +214,17 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(frame, format=format)
 
-    original = synth.av.VideoFrame.from_ndarray
-    monkeypatch.setattr(synth.av.VideoFrame, "from_ndarray", failing)
+    original = encoding.av.VideoFrame.from_ndarray
+    monkeypatch.setattr(encoding.av.VideoFrame, "from_ndarray", failing)
     with pytest.raises(KeyboardInterrupt):
-        synth.write_video(tmp_path / "v.mp4", video, 25)
+        encoding.write_video(tmp_path / "v.mp4", video, 25)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("shape", [(4, 33, 32, 3), (4, 32, 32), (0, 32, 32, 3)])
 def test_write_video_rejects_bad_arrays(tmp_path, shape):
     with pytest.raises(ValueError):
-        synth.write_video(tmp_path / "v.mp4", np.zeros(shape, np.uint8), 25)
+        encoding.write_video(tmp_path / "v.mp4", np.zeros(shape, np.uint8), 25)
 
 
 # ------------------------------------------------------------------------- moving square
@@ -406,10 +406,10 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys, bad, match):
 
 def test_encoding_is_reproducible(tmp_path):
     """Same frames, same decoded pixels, every time (x264's mbtree broke this: see
-    write_video)."""
+    encoding.write_video)."""
     video = synth.render_video("orbit", np.random.default_rng(1), size=64, frames=24)
     decoded = []
     for i in range(4):
-        synth.write_video(tmp_path / f"{i}.mp4", video, 25)
+        encoding.write_video(tmp_path / f"{i}.mp4", video, 25)
         decoded.append(decode(tmp_path / f"{i}.mp4"))
     assert all(np.array_equal(decoded[0], d) for d in decoded[1:])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs import synth as synth_job
-from pipeline import synth, synth_hard as hard
+from pipeline import encoding, synth, synth_hard as hard
 
 
 def scene(cls, seed=0, **kw):
@@ -133,7 +133,7 @@ def test_crf_changes_the_encoding(tmp_path):
     video = hard.render_video("disk_pulse", np.random.default_rng(0), size=64, frames=8)
     sizes = {}
     for crf in (18, 35):
-        synth.write_video(tmp_path / f"{crf}.mp4", video, 25, crf=crf)
+        encoding.write_video(tmp_path / f"{crf}.mp4", video, 25, crf=crf)
         sizes[crf] = (tmp_path / f"{crf}.mp4").stat().st_size
     assert sizes[35] < sizes[18]
 

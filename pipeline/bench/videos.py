@@ -12,7 +12,8 @@ def rendered_copies(folder: Path, count: int, *, unique: int, frames: int, heigh
     `frames` frames at height x width; files already there are reused."""
     import numpy as np
 
-    from pipeline.synth import CLASSES, render_video, write_video
+    from pipeline.encoding import write_video
+    from pipeline.synth import CLASSES, render_video
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = []

@@ -11,7 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.synth import render_video, textured_background, write_video
+from pipeline.encoding import write_video
+from pipeline.synth import render_video, textured_background
 
 # Unicode and quotes are legal in a VideoMAE list file (spaces are not).
 ODD_NAME = "vidéo_ü'\"名.mp4"
