@@ -42,12 +42,11 @@ def visible_text(dom: str) -> str:
 
 def make_runs(tmp_path, uri: str) -> None:
     """Two finished training runs with epoch curves and test results, through our tracking code."""
-    from pipeline.config import load_config, replace
+    from pipeline.config import replace
     from pipeline.tracking import finish_run, log_metrics, start_run, summary_params
+    from tests.helpers.configs import yaml_config
 
-    path = tmp_path / "c.yaml"
-    path.write_text(CONFIG.format(tmp=tmp_path))
-    base = load_config(path)
+    base = yaml_config(tmp_path, CONFIG.format(tmp=tmp_path))
     for name, strategy in zip(RUN_NAMES, ("mgtc_ratio", "none")):
         cfg = replace(base, [f"masking.strategy={strategy}"])
         run_id = start_run(cfg, uri=uri, run_name=name, kind="train", params=summary_params(cfg, world_size=1, tau=None))
