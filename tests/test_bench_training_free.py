@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs import bench_training_free as tf
+from pipeline.bench import training_free as tf
 
 
 def rows_for(model: str, full: float) -> list[dict]:
