@@ -116,7 +116,7 @@ def test_variable_length_training_with_a_password_in_the_tracking_uri_leaves_it_
     assert SECRET not in str(summary)
     # MLflow server store + artifacts, checkpoints: everything under the session's tmp folders
     stored = files_holding(tmp_path_factory.getbasetemp(), SECRET)
-    assert stored == [str(tmp_path / "tiny.yaml")]  # the user's own config file, nothing else
+    assert stored == [str(tmp_path / "config.yaml")]  # the user's own config file, nothing else
     session = Path(ray_local._private.worker._global_node.get_session_dir_path())
     assert files_holding(session / "logs", SECRET) == []
 
