@@ -63,6 +63,20 @@ def tiny_config(tmp_path: Path, uri: str = "", *overrides: str):
     return yaml_config(tmp_path, BASE.format(tmp=tmp_path, uri=uri), *overrides)
 
 
+def synthetic_with_shards(tmp_path: Path, *, videos_per_class: int, splits: tuple[float, float, float]) -> dict:
+    """A 4-class synthetic set of 32 px, 24-frame videos and its train split's shards
+    (`tmp_path / "shards"`, stride 1, 8 frames); returns the set's list-file paths."""
+    from pipeline.precompute import PrecomputeConfig, run_precompute
+    from pipeline.synth import make_dataset
+
+    paths = make_dataset(tmp_path / "synthetic", videos_per_class=videos_per_class, size=32, frames=24, fps=25,
+                         classes=["static", "right", "left", "down"], splits=splits)
+    run_precompute(str(paths["train"]), str(tmp_path / "shards"),
+                   PrecomputeConfig(sampling_rates=(1,), short_side=32, cell=8, num_frames=8, actors=1),
+                   log=lambda line: None)
+    return paths
+
+
 def clip_rows(num_videos: int, *, views: int = 1, seed: int = 0) -> list[dict]:
     """Rows of the data path's contract: pixels [T, S, S, 3] uint8, scores [T', S/p, S/p],
     label, video_id, view (views: consecutive 8-frame windows of one rendered video)."""
@@ -343,14 +357,7 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path, ca
     """synthetic videos -> precompute shards -> clip_dataset (decode actors) -> TorchTrainer ->
     multi-view evaluation of the final checkpoint."""
     from pipeline.evaluate import run_evaluation
-    from pipeline.precompute import PrecomputeConfig, run_precompute
-    from pipeline.synth import make_dataset
-
-    paths = make_dataset(tmp_path / "synthetic", videos_per_class=4, size=32, frames=24, fps=25,
-                         classes=["static", "right", "left", "down"], splits=(0.5, 0.25, 0.25))
-    run_precompute(str(paths["train"]), str(tmp_path / "shards"),
-                   PrecomputeConfig(sampling_rates=(1,), short_side=32, cell=8, num_frames=8, actors=1),
-                   log=lambda line: None)
+    paths = synthetic_with_shards(tmp_path, videos_per_class=4, splits=(0.5, 0.25, 0.25))
     cfg = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
                       f"data.val_manifest={paths['val']}", f"data.test_manifest={paths['test']}",
                       "data.val_clips=1", "data.test_clips=2", "data.test_crops=1", "data.mixup=0", "data.cutmix=0",
@@ -382,14 +389,7 @@ def test_the_same_seed_twice_gives_the_same_losses(ray_local, mlflow_server, tmp
     the same per-epoch loss, exactly (issue 13, item 12). The draws are per row and per
     step, the rows reach the trainers in the source's order, and on one machine the same
     float operations run in the same order: no tolerance is needed. Another seed differs."""
-    from pipeline.precompute import PrecomputeConfig, run_precompute
-    from pipeline.synth import make_dataset
-
-    paths = make_dataset(tmp_path / "synthetic", videos_per_class=2, size=32, frames=24, fps=25,
-                         classes=["static", "right", "left", "down"], splits=(1.0, 0.0, 0.0))
-    run_precompute(str(paths["train"]), str(tmp_path / "shards"),
-                   PrecomputeConfig(sampling_rates=(1,), short_side=32, cell=8, num_frames=8, actors=1),
-                   log=lambda line: None)
+    paths = synthetic_with_shards(tmp_path, videos_per_class=2, splits=(1.0, 0.0, 0.0))
     # Every random part of a training step is on: trainer-side RandAugment, random erasing,
     # mixup / cutmix, drop path, two samples per decoded window, crops and flips.
     base = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
