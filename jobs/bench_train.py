@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=112, help="frame side = input size (px)")
     parser.add_argument("--source", default="synth", choices=("synth", "340x256", "426x320"),
                         help="synthetic square videos of --size, or K400-like videos of this size (issue 12)")
+    parser.add_argument("--prepared", action="store_true",
+                        help="train on `mgtc prepare` copies of the K400-like videos (short side = decode "
+                             "short side, keyframe every 16, stride = --sampling-rate)")
     parser.add_argument("--mode", default="finetune", choices=("finetune", "pretrain"),
                         help="optim.mode; pretrain (MAE) skips the eval columns")
     parser.add_argument("--short-side", type=int, default=0, help="decode short side (default: --size)")

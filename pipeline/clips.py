@@ -3,7 +3,9 @@
 Ray Data runs the decoding in CPU actors; the GPU trainers never decode:
 
     split manifest (+ shards' path / part columns)   -> one light row per video      (driver)
-      path, label, video_id, shard_file              -> randomize_block_order (train)
+      path, label, video_id, shard_file              -> in a seeded order per epoch (train;
+                                                        all epochs of a run, each row tagged
+                                                        with its epoch, in one execution)
       -> map_batches(ClipMaker, ActorPoolStrategy(min_size=1, max_size=data.decode_actors))
          (reads the video's shard row, decodes only the needed frames, crops, scores)
       -> one row per clip: pixels uint8 [T, S, S, 3], scores float32 [T', S/p, S/p],
@@ -37,7 +39,7 @@ from pipeline.config import Config, augment_side
 from pipeline.manifest import check_labels, read_manifest
 from pipeline.motion import token_scores, token_scores_from_cells
 from pipeline.transforms import Box, random_resized_box, crop_resize, rand_augment, augment_clip, covered_size
-from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD, forwarded_env
+from pipeline.vocab import IMAGENET_MEAN, IMAGENET_STD, LogSafeEnv, forwarded_env
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,14 @@ def clip_generators(
     return np.random.default_rng(seq), [np.random.default_rng(child) for child in seq.spawn(num_sample)]
 
 
+def epoch_order(seed: int, epoch: int, num_videos: int, entropy: int = SEED_ENTROPY) -> np.ndarray:
+    """The order of a split's videos in training epoch `epoch` (0-based): a permutation that
+    is a function of the seed and the epoch alone (its own SeedSequence, apart from the
+    clips' `clip_generators`)."""
+    seq = np.random.SeedSequence(entropy + 1, spawn_key=(int(seed) % 2**63, int(epoch)))
+    return np.random.default_rng(seq).permutation(num_videos)
+
+
 def _execution_index() -> int:
     """How many times the current Ray Data dataset has executed before (its epoch: Ray Train
     executes the train dataset once per epoch, each time with new actors), from the
@@ -249,8 +259,9 @@ class ClipMaker:
     with a warning and counted in `self.failed`: one bad file never sinks an epoch.
 
     Randomness (train only): per video row, `clip_generators(seed, epoch, video_id)`:
-    `seed` is `optim.seed`, `epoch` the dataset's execution index (Ray Train re-executes the
-    dataset every epoch, with fresh actors) and the entropy a constant, so a seeded run draws
+    `seed` is `optim.seed`, `epoch` the row's `epoch` column (0-based; a whole run's stream,
+    `clip_dataset(..., epochs=)`) or else the dataset's execution index (a dataset Ray Train
+    re-executes every epoch, with fresh actors), and the entropy a constant, so a seeded run draws
     the same windows, crops, flips and RandAugment ops every time, whichever actor gets a
     video and in whichever order, and every epoch draws new ones (docs/TRAINING.md,
     Reproducibility).
@@ -317,7 +328,8 @@ class ClipMaker:
 
         size = None if cells is None else (int(row["resized_height"]), int(row["resized_width"]))
         if spec.train:
-            window, samples = clip_generators(self.seed, self.epoch, int(row["video_id"]), spec.num_sample,
+            epoch = self.epoch if row.get("epoch") is None else int(row["epoch"])
+            window, samples = clip_generators(self.seed, epoch, int(row["video_id"]), spec.num_sample,
                                               self.entropy)
             frames, positions = read_frames(
                 row["path"], spec.sampling_rate, spec.short_side,
@@ -521,40 +533,59 @@ def source_rows(cfg: Config, videos: SplitVideos) -> list[dict[str, Any]]:
     return out
 
 
-def clip_dataset(cfg: Config, split: str, *, seed: int = 0) -> "ray.data.Dataset":  # noqa: F821
-    """The clip stream of a split (lazy; Ray Train re-executes it every epoch).
+def clip_dataset(cfg: Config, split: str, *, seed: int = 0, epochs: range | None = None) -> "ray.data.Dataset":  # noqa: F821
+    """The clip stream of a split (lazy).
 
     train: `data.num_sample` rows per training video per epoch, in a new order (reproducible from `seed`
     and the epoch) with new random windows, crops and flips each epoch; val/test: clips x
     crops rows per video, deterministic. Columns: OUTPUT_COLUMNS (docs/INTERFACES.md).
+    epochs (train): the 0-based epochs of a whole run in ONE execution, epoch after epoch
+    (each in `epoch_order`), so that one pool of decode actors serves the run; without it,
+    each execution of the dataset is the next epoch (Ray Train re-executes it, with new
+    actors, every epoch).
     Decoding runs in up to `data.decode_actors` CPU actors; a video that fails is dropped
     with a warning (before Ray Train's split, so ranks still get equal shares).
     """
+    rows = source_rows(cfg, split_videos(cfg, split))
+    if not rows:
+        raise ValueError(f"no videos to make clips from in split {split!r} (see the warnings above)")
+    return clip_stream(cfg, split, rows, seed=seed, epochs=epochs, env=forwarded_env())
+
+
+def clip_stream(cfg: Config, split: str, rows: list[dict[str, Any]], *, seed: int = 0,
+                epochs: range | None = None, env: dict[str, str] | None = None) -> "ray.data.Dataset":  # noqa: F821
+    """`clip_dataset` from its `source_rows` (made in the driver) and the driver's
+    `forwarded_env()`: the part that may run elsewhere (Ray Train's controller builds a
+    run's stream there, `trainer.RunStream`)."""
     import warnings
 
     import ray.data
 
     spec = clip_spec(cfg, split)
     batch = TRAIN_BATCH if spec.train else EVAL_BATCH
-    rows = source_rows(cfg, split_videos(cfg, split))
-    if not rows:
-        raise ValueError(f"no videos to make clips from in split {split!r} (see the warnings above)")
-    # One light row per block, made in the driver: the plan has no task outside the decode
-    # actors. (Separate read / shuffle tasks need a worker process each; on a node whose
-    # worker slots the actors and trainers hold, Ray starts them only after a ~60 s timeout,
-    # every epoch.) The actors read the cell maps themselves (`shard_rows.RowReader`).
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    if spec.train:
-        # A full shuffle at no data movement (one row per block), new every execution (=
-        # epoch) and the same for the same seed and epoch.
-        ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True))
+    # Light rows made here, not read: the plan has no task outside the decode actors.
+    # (Separate read / shuffle tasks need a worker process each; on a node whose worker
+    # slots the actors and trainers hold, Ray starts them only after a ~60 s timeout, every
+    # epoch.) The actors read the cell maps themselves (`shard_rows.RowReader`).
+    if spec.train and epochs is not None:
+        # The run's rows, epoch after epoch, already in order: blocks of one decode batch.
+        rows = [{**rows[i], "epoch": e} for e in epochs for i in epoch_order(seed, e, len(rows))]
+        if not rows:
+            raise ValueError(f"no videos or no epochs to make clips for (epochs {epochs})")
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch))
+    else:
+        # One row per block: the train shuffle below moves no data.
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        if spec.train:
+            # A full shuffle, new every execution (= epoch), the same for the same seed and epoch.
+            ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True))
     with warnings.catch_warnings():
         # max_restarts / max_task_retries exist only as ray_remote_args (deprecated spelling
         # in Ray 2.60, no named replacement yet).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
         ds = ds.map_batches(
             ClipMaker,
-            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": forwarded_env()},
+            fn_constructor_kwargs={"cfg": cfg, "split": split, "seed": seed, "env": env if env is not None else LogSafeEnv()},
             batch_size=batch,
             batch_format="numpy",
             # Autoscaling from one actor: a fixed pool holding every CPU Ray Data may use

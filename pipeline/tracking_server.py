@@ -152,10 +152,13 @@ def build_command(config: ServerConfig) -> list[str]:
 
 def server_env(config: ServerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     """The server's environment: the caller's (AWS credential chain included, which only
-    the server needs), MLflow's telemetry off unless the caller set it, plus
-    MLFLOW_S3_ENDPOINT_URL for an S3-compatible store."""
+    the server needs), MLflow's telemetry off and its job runner off (GenAI evaluation
+    jobs: three huey consumer processes polling all the time; tracking training runs does
+    not use them) unless the caller set them, plus MLFLOW_S3_ENDPOINT_URL for an
+    S3-compatible store."""
     env = dict(os.environ if base is None else base)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow's documented opt-out of usage data
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if config.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint_url
     return env

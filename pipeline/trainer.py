@@ -23,7 +23,7 @@ import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import storage
-from pipeline.clips import clip_dataset, num_clips
+from pipeline.clips import clip_dataset, clip_stream, num_clips, source_rows, split_videos
 from pipeline.config import Config, to_dict
 from pipeline.shards import resolve_tau
 from pipeline.tracking import (
@@ -35,7 +35,8 @@ from pipeline.tracking import (
     summary_params,
 )
 from pipeline.train_progress import watch_training
-from pipeline.training import CRASH_ENV, TrainValDataConfig, train_loop_per_worker
+from pipeline.training import CRASH_ENV, RNG_FILE, STATE_FILE, TrainValDataConfig, train_loop_per_worker
+from pipeline.vocab import forwarded_env
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,68 @@ def storage_location(cfg: Config) -> tuple[str, Any]:
     return storage.normalize(path)[len("s3://"):], pafs.S3FileSystem(**kwargs)
 
 
-def build_datasets(cfg: Config) -> dict[str, Any]:
-    """The clip streams of the data path: train (+ val when the data has a val split)."""
-    datasets = {"train": clip_dataset(cfg, "train", seed=cfg.optim.seed)}
+# A run's epochs stream through one Ray Data execution (one pool of decode actors for the
+# whole run) up to this many video rows (videos x epochs); above it each epoch is an
+# execution of its own, whose actor start (a few seconds) is nothing against the epoch.
+STREAM_MAX_ROWS = 50_000
+
+
+@dataclasses.dataclass
+class RunStream:
+    """The train dataset of a whole run (`clips.clip_stream(..., epochs=)`), made where Ray
+    Train starts the worker group (its controller), each time it does: from the epoch after
+    the latest complete checkpoint, so that a restarted worker group continues the stream
+    where its checkpoint stopped. The rows and the driver's environment are the driver's."""
+
+    cfg: Config
+    rows: list[dict[str, Any]] = dataclasses.field(repr=False)
+    env: dict[str, str]
+    path: str
+    filesystem: Any = None
+
+    def __call__(self):
+        done = completed_epochs(self.path, self.filesystem, self.cfg.scaling.num_workers)
+        # A finished run (a rerun) trains nothing: one epoch of rows it never executes.
+        first = min(done, self.cfg.optim.epochs - 1)
+        return clip_stream(self.cfg, "train", self.rows, seed=self.cfg.optim.seed,
+                           epochs=range(first, self.cfg.optim.epochs), env=self.env)
+
+
+def completed_epochs(run_dir: str, filesystem: Any, world_size: int) -> int:
+    """The epoch of the latest checkpoint under a run's folder that every rank finished
+    (`epoch_NNNN/` holding state.pt and each rank's RNG file); 0 when there is none."""
+    fs = filesystem or pafs.LocalFileSystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    except OSError:
+        return 0
+    need = {STATE_FILE, *(RNG_FILE.format(rank=r) for r in range(world_size))}
+    for info in sorted((i for i in infos if i.type == pafs.FileType.Directory), key=lambda i: i.base_name, reverse=True):
+        name = info.base_name
+        if not (name.startswith("epoch_") and name[6:].isdigit()):
+            continue
+        files = fs.get_file_info(pafs.FileSelector(info.path))
+        if need <= {f.base_name for f in files}:
+            return int(name[6:])
+    return 0
+
+
+def build_datasets(cfg: Config, name: str) -> tuple[dict[str, Any], bool]:
+    """The clip streams of the data path, train (+ val when the data has a val split), and
+    whether train is the whole run's stream (`RunStream`) rather than one epoch per execution."""
+    rows = source_rows(cfg, split_videos(cfg, "train"))
+    if not rows:
+        raise ValueError("no videos to make clips from in split 'train' (see the warnings above)")
+    streamed = len(rows) * cfg.optim.epochs <= STREAM_MAX_ROWS
+    if streamed:
+        path, filesystem = storage_location(cfg)
+        train: Any = RunStream(cfg, rows, forwarded_env(), f"{path.rstrip('/')}/{name}", filesystem)
+    else:
+        train = clip_stream(cfg, "train", rows, seed=cfg.optim.seed, env=forwarded_env())
+    datasets = {"train": train}
     if cfg.data.val_manifest:
         datasets["val"] = clip_dataset(cfg, "val")
-    return datasets
+    return datasets, streamed
 
 
 def steps_per_epoch(num_clips: int, batch_size: int, world_size: int) -> int:
@@ -131,8 +188,9 @@ def run_training(
     if cfg.tracking.tracking_uri:  # the workers' copy carries no credentials (see tracking)
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, tracking_uri=uri))
     tau = resolve_tau(cfg)
+    streamed = False
     if datasets is None:
-        datasets = build_datasets(cfg)
+        datasets, streamed = build_datasets(cfg, name)
         num_train_clips = num_clips(cfg, "train") if num_train_clips is None else num_train_clips
     clips = num_train_clips if num_train_clips is not None else datasets["train"].count()
     steps = steps_per_epoch(clips, cfg.optim.batch_size, s.num_workers)
@@ -141,7 +199,7 @@ def run_training(
     done_before = last_logged_metrics(uri, run_id).get("epoch", 0)  # > 0: a rerun of this run
     start = time.perf_counter()
     with watch_training(f"train {name}", cfg.optim.epochs, steps, first_epoch=int(done_before) + 1) as board:
-        result = _fit(cfg, name, uri, run_id, tau, steps, datasets, board)
+        result = _fit(cfg, name, uri, run_id, tau, steps, datasets, board, streamed)
     # The last epoch's metrics (top1, kept_ratio, ...); a rerun of a finished run reports
     # none to Ray, so they come from its MLflow run then.
     last = result.metrics or last_logged_metrics(uri, run_id)
@@ -160,7 +218,8 @@ def run_training(
     return summary
 
 
-def _fit(cfg: Config, name: str, uri: str, run_id: str, tau, steps: int, datasets: dict[str, Any], board):
+def _fit(cfg: Config, name: str, uri: str, run_id: str, tau, steps: int, datasets: dict[str, Any], board,
+         streamed: bool = False):
     """Build the TorchTrainer and fit it; the run ends FAILED in MLflow if fitting raises."""
     s = cfg.scaling
     env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else {}
@@ -168,7 +227,7 @@ def _fit(cfg: Config, name: str, uri: str, run_id: str, tau, steps: int, dataset
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
-                           "has_val": "val" in datasets, "progress": board,
+                           "has_val": "val" in datasets, "progress": board, "streamed": streamed,
                            "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()},
                            "class_names": training_class_names(cfg)},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),

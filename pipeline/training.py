@@ -28,6 +28,7 @@ Both hold only tensors and plain containers: `torch.load(weights_only=True)` rea
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -294,9 +295,26 @@ class EpochCounters:
         }
 
 
-def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Progress,
+def epoch_batches(shard, cfg: Config, device: torch.device, streamed: bool, steps: int):
+    """The batches of each epoch, one iterable per epoch: a new pass over the shard every
+    epoch, or (`streamed`: the shard is the whole run's stream, `trainer.RunStream`) the
+    next `steps` batches of one pass, whose decode actors and prefetch go on across epochs."""
+    def batches():
+        return shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2,
+                                        pin_memory=pin_batches(cfg, device))
+    if not streamed:
+        while True:
+            yield batches()
+    stream = iter(batches())
+    while True:
+        yield itertools.islice(stream, steps)
+
+
+def train_epoch(model, batches, optimizer, scheduler, recipe: Recipe, progress: Progress,
                 poster: StepPoster | None = None) -> tuple[dict, tuple | None]:
-    """One pass over this rank's shard. Returns (metrics over all ranks, mask sample).
+    """One epoch over this rank's `batches` (`epoch_batches`). Returns (metrics over all
+    ranks, mask sample), or (None, None) when there was not one batch (a run's stream that
+    ran short: its videos failed to decode).
     poster (rank 0): the driver's progress display, told where the epoch stands.
 
     Metrics: loss, kept_ratio (kept / all tokens), gflops_per_view (encoder multiply-adds of
@@ -313,10 +331,8 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
     sample = None
     ctx = ray.train.get_context()
     waited, ready = 0.0, time.perf_counter()
-    pin = pin_batches(cfg, recipe.device)
     in_epoch = 0
-    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True, prefetch_batches=2,
-                                          pin_memory=pin):
+    for batch in batches:
         waited += time.perf_counter() - ready  # the step had nothing to do: data-bound time
         seed_step(recipe, ctx.get_world_rank(), progress.step)
         scheduler.step_update(progress.step)
@@ -340,6 +356,8 @@ def train_epoch(model, shard, optimizer, scheduler, recipe: Recipe, progress: Pr
             sample = mask_sample(batch["pixels"], sel, recipe)
         crash_once_for_tests(progress.epoch + 1, ctx.get_world_rank(), ctx.get_world_size())
         ready = time.perf_counter()
+    if in_epoch == 0:  # the same on every rank: the split is equal
+        return None, None
     totals = counters.reduce()
     return {
         "loss": totals["loss"],
@@ -520,7 +538,7 @@ class EpochTracker:
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. config: {"cfg": to_dict(Config), "tau", "steps_per_epoch",
-    "has_val", "mlflow": {"uri", "run_id"}, "progress": the driver's ProgressBoard or None}
+    "has_val", "streamed" (train is the run's stream, `epoch_batches`), "mlflow": {"uri", "run_id"}, "progress": the driver's ProgressBoard or None}
     (see `run_training`)."""
     cfg = from_dict(config["cfg"])
     ctx = ray.train.get_context()
@@ -547,8 +565,13 @@ def train_loop_per_worker(config: dict) -> None:
     poster = StepPoster(config.get("progress"), config["steps_per_epoch"]) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
+    epochs = epoch_batches(train_shard, cfg, recipe.device, bool(config.get("streamed")), config["steps_per_epoch"])
     for epoch in range(progress.epoch + 1, cfg.optim.epochs + 1):
-        train_metrics, sample = train_epoch(ddp, train_shard, optimizer, scheduler, recipe, progress, poster)
+        train_metrics, sample = train_epoch(ddp, next(epochs), optimizer, scheduler, recipe, progress, poster)
+        if train_metrics is None:
+            log.warning("train: the clip stream ended before epoch %d (videos failed to decode); "
+                        "the run stops at epoch %d", epoch, progress.epoch)
+            break
         val_metrics = eval_epoch(model, val_shard, recipe) if validates(cfg, epoch) else {}
         progress = Progress(epoch, progress.step, {**train_metrics, **val_metrics})
         report_epoch(progress, model, optimizer, scheduler, recipe, rank, config["mlflow"]["run_id"])

@@ -346,6 +346,20 @@ def test_clip_dataset_through_ray(ray_local, tmp_path):
     # A new dataset with the same seed (a second run in this process) starts at epoch 0 again.
     again = {r["video_id"]: r["pixels"] for r in clips.clip_dataset(cfg, "train", seed=1).take_all()}
     assert all(np.array_equal(epochs[0][v], again[v]) for v in epochs[0])
+    # A whole run in one execution (`epochs=`, one decode actor pool): epoch after epoch,
+    # each in its own seeded order, with the same clips as the per-execution epochs.
+    run = clips.clip_dataset(cfg, "train", seed=1, epochs=range(2))
+    run.context.execution_options.preserve_order = True
+    rows = run.take_all()
+    assert len(rows) == 2 * n_train
+    for e in range(2):
+        part = rows[e * n_train:(e + 1) * n_train]
+        assert all(np.array_equal(epochs[e][r["video_id"]], r["pixels"]) for r in part), e
+    source = clips.source_rows(cfg, clips.split_videos(cfg, "train"))
+    expected = [[source[i]["video_id"] for i in clips.epoch_order(1, e, n_train)] for e in range(2)]
+    assert [r["video_id"] for r in rows] == expected[0] + expected[1] and expected[0] != expected[1]
+    resumed = clips.clip_dataset(cfg, "train", seed=1, epochs=range(1, 2)).take_all()
+    assert {r["video_id"]: r["pixels"].tobytes() for r in resumed} == {v: p.tobytes() for v, p in epochs[1].items()}
 
     # Eval on a manifest of the 4 shard videos plus 4 the shards lack (scores computed on
     # the views: the same numbers), behind a 1-CPU actor like the evaluator's: on 2 CPUs the

@@ -74,8 +74,10 @@ def test_postgres_without_password_and_s3_endpoint(tmp_path):
     assert config.backend_store_uri == "postgresql://mlflow@db:5432/mlflow"
     env = ts.server_env(config, {"AWS_REGION": "us-west-2"})
     assert env == {"AWS_REGION": "us-west-2", "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
-                   "MLFLOW_DISABLE_TELEMETRY": "true"}  # MLflow's documented opt-out, unless the caller says
+                   "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow's documented opt-out, unless the caller says
+                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no idle job consumers
     assert ts.server_env(config, {"MLFLOW_DISABLE_TELEMETRY": "false"})["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    assert ts.server_env(config, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
     assert ts.redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 

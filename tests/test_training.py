@@ -384,30 +384,66 @@ def test_end_to_end_on_the_real_data_path(ray_local, mlflow_server, tmp_path, ca
 
 
 @pytest.mark.integration
-def test_the_same_seed_twice_gives_the_same_losses(ray_local, mlflow_server, tmp_path):
-    """Two 1-epoch runs of the real data path (decode actors, 2 gloo workers) with one seed:
-    the same per-epoch loss, exactly (issue 13, item 12). The draws are per row and per
-    step, the rows reach the trainers in the source's order, and on one machine the same
+def test_the_same_seed_twice_gives_the_same_losses(ray_local, mlflow_server, tmp_path, monkeypatch):
+    """Two 2-epoch runs of the real data path (decode actors, 2 gloo workers) with one seed:
+    the same per-epoch losses, exactly (issue 13, item 12), although the second run's last
+    rank dies after the first step of epoch 2 and its worker group restarts from the
+    epoch-1 checkpoint. The draws are per row and per step, the rows reach the trainers in
+    the source's order, the run's clip stream (one execution for both epochs,
+    `trainer.RunStream`) restarts at the checkpoint's epoch, and on one machine the same
     float operations run in the same order: no tolerance is needed. Another seed differs."""
+    from pipeline.trainer import RunStream, build_datasets
+
     paths = synthetic_with_shards(tmp_path, videos_per_class=2, splits=(1.0, 0.0, 0.0))
     # Every random part of a training step is on: trainer-side RandAugment, random erasing,
     # mixup / cutmix, drop path, two samples per decoded window, crops and flips.
     base = tiny_config(tmp_path, mlflow_server, f"data.train_manifest={paths['train']}",
-                       "data.num_sample=2", "data.decode_actors=2", "optim.epochs=1", "optim.warmup_epochs=0",
+                       "data.num_sample=2", "data.decode_actors=2", "optim.epochs=2", "optim.warmup_epochs=0",
                        "scaling.cpus_per_worker=0.25", "optim.batch_size=2", "optim.seed=11",
-                       "data.rand_augment=rand-m7-n4-mstd0.5-inc1", "data.augment_on=trainer")
+                       "data.rand_augment=rand-m7-n4-mstd0.5-inc1", "data.augment_on=trainer",
+                       "scaling.max_failures=1")
+    datasets, streamed = build_datasets(base, "seed-a")
+    assert streamed and isinstance(datasets["train"], RunStream)  # the path under test
     client = mlflow_client(mlflow_server)
 
     def losses(*overrides: str) -> list[float]:
         summary = run_training(replace(base, list(overrides)))
-        assert summary["train_clips"] == 16 and not summary["reused"]
+        assert summary["train_clips"] == 16 and not summary["reused"] and summary["epoch"] == 2
         return [m.value for m in sorted(client.get_metric_history(summary["mlflow_run_id"], "loss"),
                                         key=lambda m: m.step)]
 
-    first, second = losses("scaling.name=seed-a"), losses("scaling.name=seed-b")
-    assert len(first) == 1 and math.isfinite(first[0])
+    first = losses("scaling.name=seed-a")
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ENV, f"2:{marker}")
+    second = losses("scaling.name=seed-b")
+    assert marker.exists()  # the second run's rank 1 really died in epoch 2
+    monkeypatch.delenv(CRASH_ENV)
+    assert len(first) == 2 and all(math.isfinite(v) for v in first) and first[0] != first[1]
     assert first == second, (first, second)
     assert losses("scaling.name=seed-c", "optim.seed=12") != first
+
+
+def test_a_runs_stream_starts_after_its_last_checkpoint_that_every_rank_finished(tmp_path):
+    """`completed_epochs`: what a restarted worker group's stream (`RunStream`) starts from.
+    A checkpoint folder missing a rank's file is one Ray has not committed."""
+    from pipeline.trainer import completed_epochs
+    from pipeline.training import RNG_FILE, STATE_FILE
+
+    run = tmp_path / "run"
+    assert completed_epochs(str(run), None, 2) == 0  # no folder yet: a new run
+    run.mkdir()
+    assert completed_epochs(str(run), None, 2) == 0
+    for epoch, files in ((1, [STATE_FILE, RNG_FILE.format(rank=0), RNG_FILE.format(rank=1)]),
+                         (2, [STATE_FILE, RNG_FILE.format(rank=0), RNG_FILE.format(rank=1)]),
+                         (3, [STATE_FILE, RNG_FILE.format(rank=0)])):  # rank 1 died before its report
+        folder = run / f"epoch_{epoch:04d}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"x")
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    (run / "epoch_notanumber").mkdir()
+    assert completed_epochs(str(run), None, 2) == 2
+    assert completed_epochs(str(run), None, 1) == 3
 
 
 def test_head_init_scale_is_configurable(tmp_path):
