@@ -101,7 +101,8 @@ def prepared_data(root: Path, paths: dict[str, str], settings, args: argparse.Na
     encode = encode_settings(short_side=short_side(args), keyint=16, stride=args.sampling_rate)
     out = {}
     for split in ("train", "test"):
-        folder = root / f"prepared_{args.source}_{short_side(args)}_s{args.sampling_rate}_{split}"
+        videos = len(Path(paths[split]).read_text().splitlines())  # a folder per set: never another count's
+        folder = root / f"prepared_{args.source}_{short_side(args)}_s{args.sampling_rate}_{videos}v_{split}"
         if not (folder / shard_io.SUCCESS_FILE).exists():
             run_prepare(paths[split], str(folder), settings, encode, log=lambda line: None)
         out[split] = str(folder / "manifest.csv")
