@@ -35,7 +35,7 @@ from pipeline.tracking import (
     summary_params,
 )
 from pipeline.train_progress import watch_training
-from pipeline.training import CRASH_ENV, RNG_FILE, STATE_FILE, TrainValDataConfig, train_loop_per_worker
+from pipeline.training import CRASH_ENV, TrainValDataConfig, completed_epochs, train_loop_per_worker
 from pipeline.vocab import forwarded_env
 
 log = logging.getLogger(__name__)
@@ -103,23 +103,9 @@ class RunStream:
                            epochs=range(first, self.cfg.optim.epochs), env=self.env)
 
 
-def completed_epochs(run_dir: str, filesystem: Any, world_size: int) -> int:
-    """The epoch of the latest checkpoint under a run's folder that every rank finished
-    (`epoch_NNNN/` holding state.pt and each rank's RNG file); 0 when there is none."""
-    fs = filesystem or pafs.LocalFileSystem()
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
-    except OSError:
-        return 0
-    need = {STATE_FILE, *(RNG_FILE.format(rank=r) for r in range(world_size))}
-    for info in sorted((i for i in infos if i.type == pafs.FileType.Directory), key=lambda i: i.base_name, reverse=True):
-        name = info.base_name
-        if not (name.startswith("epoch_") and name[6:].isdigit()):
-            continue
-        files = fs.get_file_info(pafs.FileSelector(info.path))
-        if need <= {f.base_name for f in files}:
-            return int(name[6:])
-    return 0
+def run_dir(storage_path: str, name: str) -> str:
+    """Ray Train's folder of a run: `<storage_path>/<name>` (checkpoints `epoch_NNNN/`)."""
+    return f"{storage_path.rstrip('/')}/{name}"
 
 
 def build_datasets(cfg: Config, name: str) -> tuple[dict[str, Any], bool]:
@@ -131,7 +117,7 @@ def build_datasets(cfg: Config, name: str) -> tuple[dict[str, Any], bool]:
     streamed = len(rows) * cfg.optim.epochs <= STREAM_MAX_ROWS
     if streamed:
         path, filesystem = storage_location(cfg)
-        train: Any = RunStream(cfg, rows, forwarded_env(), f"{path.rstrip('/')}/{name}", filesystem)
+        train: Any = RunStream(cfg, rows, forwarded_env(), run_dir(path, name), filesystem)
     else:
         train = clip_stream(cfg, "train", rows, seed=cfg.optim.seed, env=forwarded_env())
     datasets = {"train": train}
@@ -228,6 +214,7 @@ def _fit(cfg: Config, name: str, uri: str, run_id: str, tau, steps: int, dataset
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "tau": tau, "steps_per_epoch": steps,
                            "has_val": "val" in datasets, "progress": board, "streamed": streamed,
+                           "run_dir": run_dir(path, name),  # no filesystem here: it may hold credentials
                            "mlflow": {"uri": uri, "run_id": run_id, "env": credential_env()},
                            "class_names": training_class_names(cfg)},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),

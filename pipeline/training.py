@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -497,6 +498,42 @@ def report_epoch(progress: Progress, model: nn.Module, optimizer, scheduler, rec
         )
 
 
+def completed_epochs(run_dir: str, filesystem: Any, world_size: int) -> int:
+    """The epoch of the latest checkpoint under a run's folder that every rank finished
+    (`epoch_NNNN/` holding state.pt and each rank's RNG file); 0 when there is none."""
+    fs = filesystem or pafs.LocalFileSystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    except OSError:
+        return 0
+    need = {STATE_FILE, *(RNG_FILE.format(rank=r) for r in range(world_size))}
+    for info in sorted((i for i in infos if i.type == pafs.FileType.Directory), key=lambda i: i.base_name, reverse=True):
+        name = info.base_name
+        if not (name.startswith("epoch_") and name[6:].isdigit()):
+            continue
+        files = fs.get_file_info(pafs.FileSelector(info.path))
+        if need <= {f.base_name for f in files}:
+            return int(name[6:])
+    return 0
+
+
+def agreed_checkpoint(checkpoint, run_dir: str, filesystem, world_size: int):
+    """The checkpoint a worker of a run's stream resumes from: Ray's, or a newer one on disk
+    that every rank finished but Ray never registered (a rank died after its report,
+    before the controller collected it). The run's stream (`trainer.RunStream`) starts after
+    that newer one (`completed_epochs`), so the worker must start there too."""
+    done = completed_epochs(run_dir, filesystem, world_size)
+    ours = 0
+    if checkpoint is not None:
+        name = checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+        ours = int(name[6:]) if name.startswith("epoch_") and name[6:].isdigit() else 0
+    if done > ours:
+        log.warning("train: resuming from epoch_%04d, a checkpoint every rank wrote but Ray had not registered "
+                    "(Ray's latest: %s)", done, f"epoch_{ours:04d}" if checkpoint is not None else "none")
+        return ray.train.Checkpoint(path=f"{run_dir.rstrip('/')}/epoch_{done:04d}", filesystem=filesystem)
+    return checkpoint
+
+
 def restore(checkpoint, model: nn.Module, optimizer, scheduler, recipe: Recipe, rank: int) -> Progress:
     """Load the latest checkpoint (after a worker-group restart or a rerun with the same
     name); Progress() when there is none. RNG states are restored per rank when this rank
@@ -557,6 +594,11 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = make_optimizer(cfg, model, world, recipe.device)
     scheduler = make_scheduler(cfg, optimizer, config["steps_per_epoch"], world)
     checkpoint = ray.train.get_checkpoint()
+    if config.get("streamed"):
+        from pipeline.trainer import storage_location  # the driver's module, imported late
+
+        filesystem = checkpoint.filesystem if checkpoint is not None else storage_location(cfg)[1]
+        checkpoint = agreed_checkpoint(checkpoint, config["run_dir"], filesystem, world)
     if checkpoint is None and cfg.model.checkpoint:
         load_weights(model, cfg.model.checkpoint, allow_pickle=cfg.model.allow_pickle)
     progress = restore(checkpoint, model, optimizer, scheduler, recipe, rank)

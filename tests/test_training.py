@@ -444,6 +444,17 @@ def test_a_runs_stream_starts_after_its_last_checkpoint_that_every_rank_finished
     (run / "epoch_notanumber").mkdir()
     assert completed_epochs(str(run), None, 2) == 2
     assert completed_epochs(str(run), None, 1) == 3
+    # A worker resumes where the stream starts: from epoch 2, which Ray never registered.
+    import ray.train
+
+    from pipeline.training import agreed_checkpoint
+
+    registered = ray.train.Checkpoint(path=str(run / "epoch_0001"))
+    assert agreed_checkpoint(registered, str(run), None, 2).path == str(run / "epoch_0002")
+    assert agreed_checkpoint(None, str(run), None, 2).path == str(run / "epoch_0002")
+    latest = ray.train.Checkpoint(path=str(run / "epoch_0002"))
+    assert agreed_checkpoint(latest, str(run), None, 2) is latest
+    assert agreed_checkpoint(None, str(tmp_path / "new"), None, 2) is None
 
 
 def test_head_init_scale_is_configurable(tmp_path):
