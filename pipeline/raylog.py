@@ -16,7 +16,18 @@ What a user saw on `mgtc demo` before (each line below is now off the console, o
     stderr.log`; Python's `sys.stderr` stays on the terminal, so our errors and tracebacks
     still reach the user;
   - known-harmless Python warnings (`NOISY_WARNINGS`) are ignored where they are raised, in
-    the driver and (through PYTHONWARNINGS, inherited by a local Ray's workers) in workers.
+    the driver and (through PYTHONWARNINGS, inherited by a local Ray's workers) in workers;
+  - Ray Tune's experiment box ("Configuration for experiment ...", "View detailed results
+    here", the TensorBoard hint), which its new output engine prints even at `verbose=0`
+    (Ray 2.60): `RAY_AIR_NEW_OUTPUT=0`, Ray's documented switch to the legacy engine, which
+    prints nothing at `verbose=0` (`mgtc sweep` reports trials itself);
+  - the raylet's "WARNING: N PYTHON worker processes have been started ..., which is Nx the
+    maximum expected startup concurrency": a sweep running trials side by side starts about
+    8 processes per trial (Tune's trial actor, Ray Train's controller and workers, Ray Data's
+    coordinators and decode actors), which trips it on a small machine while nothing is
+    wrong. It comes through the driver's error channel, which also carries real errors, so
+    it cannot be filtered there; `local_system_config` raises the local Ray's start-up
+    concurrency, the number the warning counts against, instead.
 
 `MGTC_VERBOSE=1` (`--verbose`) leaves all of it on, as Ray prints it.
 """
@@ -56,6 +67,22 @@ def prepare() -> None:
     os.environ["PYTHONWARNINGS"] = ",".join([*([current] if current else []), *entries])
     for message, _ in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(message))
+
+
+def quiet_tune() -> None:
+    """Before a Tune run: the legacy output engine, silent at `verbose=0` (unless the user
+    chose an engine with RAY_AIR_NEW_OUTPUT, or --verbose)."""
+    if not verbose():
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def local_system_config(concurrent_jobs: int) -> dict[str, Any]:
+    """`_system_config` of a local Ray that runs `concurrent_jobs` training runs at once:
+    worker start-up concurrency of 8 processes per run (at least the cores), so the
+    raylet's worker-count warning (at 4x that) stays for real runaways."""
+    if verbose():
+        return {}
+    return {"worker_maximum_startup_concurrency": max(os.cpu_count() or 1, 8 * max(1, concurrent_jobs))}
 
 
 def init_kwargs() -> dict[str, Any]:

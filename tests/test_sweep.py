@@ -300,12 +300,18 @@ def test_a_failed_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path, ray_lo
 
 
 @pytest.mark.integration
-def test_every_trial_failing_fails_the_sweep(tmp_path, ray_local, picklable_tests):
+def test_every_trial_failing_fails_the_sweep(tmp_path, ray_local, picklable_tests, capfd, monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     grid = {"masking": [{"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5}], "optim.seed": [1]}
     spec = load_sweep(write_sweep(tmp_path, grid=grid))
     lines: list[str] = []
     outcome = run_sweep(spec, fake_train, runs_dir=tmp_path / "runs",
                         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", log=lines.append)
+    # Tune's own box and result paths stay off the console (its new engine prints them even
+    # at verbose=0); the sweep's lines are the user's report.
+    console = capfd.readouterr()
+    for tune_line in ("Configuration for experiment", "View detailed results", "tensorboard --logdir"):
+        assert tune_line not in console.out + console.err
     assert not outcome.ok
     assert [r.status for r in outcome.results] == ["FAILED"]
     # The user reads why, on the sweep's own line for the trial.

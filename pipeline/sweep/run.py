@@ -11,13 +11,14 @@ the other trials go on. The sweep counts as a success when at least one trial fi
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from pipeline import tracking
+from pipeline import raylog, tracking
 from pipeline.config import Config, flat_params, replace
 from pipeline.progress import progress
 from pipeline.sweep.figures import write_artifacts
@@ -187,6 +188,8 @@ def run_trials_tune(
     log = log or say
     from ray import tune
 
+    raylog.quiet_tune()
+
     def trainable(config: dict[str, Any]) -> dict[str, Any]:
         # Catch here, not in Tune: the traceback text is what the FAILED child run records.
         try:
@@ -275,7 +278,9 @@ def run_sweep(
         configs = {t.name: trial_config(t, parent_run_id=parent_id, tracking_uri=uri,
                                         experiment=experiment, run_prefix=run_name)
                    for t in spec.trials}
-        with ray_session(num_cpus=num_cpus):
+        # A local Ray started here runs up to (its CPUs) trials side by side.
+        local_trials = num_cpus or os.cpu_count() or 1
+        with ray_session(num_cpus=num_cpus, _system_config=raylog.local_system_config(local_trials)):
             width = concurrency(spec.options, spec.base, cluster_cpus(), len(configs))
             log(f"running {len(configs)} trials, {width} at a time")
             raw = run_trials_tune(configs, train_fn, max_concurrent=width, name=run_name,
