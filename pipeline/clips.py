@@ -49,6 +49,12 @@ OUTPUT_COLUMNS = ("pixels", "scores", "label", "video_id", "view")
 # Eval: one video expands into clips*crops views (36 MB at 5x3), so one video per call.
 TRAIN_BATCH = 4
 EVAL_BATCH = 1
+# Val/test source rows per block: 8 videos go through one Ray Data task per operator instead
+# of 8 (a task's own cost, scheduling and object-store round trips, was most of an eval's
+# time for small clips); the actor still makes one video's views per call. A native crash
+# that exhausts the retries drops one block, i.e. up to this many videos (counted: the
+# eval's views fall short of the expected).
+EVAL_ROWS_PER_BLOCK = 8
 # A native crash (segfault, OOM kill) in decord is retried forever by Ray's defaults; one
 # restart and one retry, then the block is dropped (max_errored_blocks) instead of the epoch.
 ACTOR_RETRIES = 1
@@ -573,12 +579,13 @@ def clip_stream(cfg: Config, split: str, rows: list[dict[str, Any]], *, seed: in
         if not rows:
             raise ValueError(f"no videos or no epochs to make clips for (epochs {epochs})")
         ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch))
-    else:
-        # One row per block: the train shuffle below moves no data.
+    elif spec.train:
+        # One row per block: the shuffle below moves no data.
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        if spec.train:
-            # A full shuffle, new every execution (= epoch), the same for the same seed and epoch.
-            ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True))
+        # A full shuffle, new every execution (= epoch), the same for the same seed and epoch.
+        ds = ds.randomize_block_order(seed=ray.data.RandomSeedConfig(seed=int(seed), reseed_after_execution=True))
+    else:
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // EVAL_ROWS_PER_BLOCK))
     with warnings.catch_warnings():
         # max_restarts / max_task_retries exist only as ray_remote_args (deprecated spelling
         # in Ray 2.60, no named replacement yet).
