@@ -484,7 +484,28 @@ def test_comparisons_are_checked_at_load_and_bootstrapped_into_study_md(tmp_path
     results = [result(t) for t in spec.trials]
     rows = aggregate(results)
     assert rows[1]["top1_ci_low"] == rows[1]["top1_ci_high"] == pytest.approx(90.0)  # equal seeds
-    text = study_markdown(spec, results, rows)
+    text = study_markdown(spec, results, rows, ["a", "b", "c", "d"])
     assert "| 8x4-mgtc_ratio-r0.5 - 8x4-none | 40 | +20.0 |" in text
     assert "40 test videos per model" in text
+    # Per class: the wrong videos are the first ones, videos 0-3 (one per class) for MGTC,
+    # 0-11 (three per class) for all tokens; 10 videos per class.
+    assert "| setting | a | b | c | d |" in text
+    assert "| 8x4-mgtc_ratio-r0.5 | 90.0 | 90.0 | 90.0 | 90.0 |" in text
+    assert "| 8x4-none | 70.0 | 70.0 | 70.0 | 70.0 |" in text
+    assert "Top-1 per class" not in study_markdown(spec, results, rows)
     assert "top-1 95% interval" in results_markdown(rows)
+
+
+def test_per_class_accuracy_is_per_class_and_averaged_over_seeds(tmp_path):
+    from pipeline.sweep.report import per_class_accuracy
+
+    spec = load_sweep(write_sweep(tmp_path, grid={"masking": PAPER_GRID["masking"][:1], "optim.seed": [0, 1]}))
+    labels = [0, 0, 1, 1, 2]
+    preds = {0: [0, 1, 1, 1, 0], 1: [0, 0, 1, 0, 0]}  # per seed
+    results = [TrialResult(t, "FINISHED", {}, "", "", {"video_id": list(range(5)), "label": labels,
+                                                        "pred": preds[t.cfg.optim.seed]})
+               for t in spec.trials]
+    results.append(TrialResult(spec.trials[0], "FAILED"))  # no predictions: left out
+    (setting, values), = per_class_accuracy(results, 4).items()
+    assert setting == spec.trials[0].setting
+    assert values[:3] == pytest.approx([75.0, 75.0, 0.0]) and math.isnan(values[3])  # class 3: no video

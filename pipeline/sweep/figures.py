@@ -91,7 +91,10 @@ def write_artifacts(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.csv").write_text(results_csv(rows))
     (out_dir / "trials.csv").write_text(trials_csv(results))
-    study = study_markdown(spec, results, rows)
+    from pipeline.trainer import training_class_names
+
+    names = training_class_names(spec.base) or [str(c) for c in range(spec.base.data.num_classes)]
+    study = study_markdown(spec, results, rows, names)
     (out_dir / "study.md").write_text(study)
     (out_dir / "results.md").write_text(results_markdown(rows, results) + "\n" + study)
     name = spec.options.name

@@ -174,8 +174,40 @@ def key_differences(spec: SweepSpec, results: Sequence[TrialResult]) -> list[sta
             for a, b in comparison_pairs(spec.options) if preds.get(a) and preds.get(b)]
 
 
-def study_markdown(spec: SweepSpec, results: Sequence[TrialResult], rows: Sequence[dict[str, Any]]) -> str:
-    """Key differences (paired bootstrap) and the statistical power of the test set."""
+def per_class_accuracy(results: Sequence[TrialResult], num_classes: int) -> dict[str, list[float]]:
+    """{setting: top-1 (%) per class}, each the mean over the setting's finished seeds of the
+    share of that class's test videos predicted right (NaN for a class with no test video)."""
+    by_setting: dict[str, list[np.ndarray]] = {}
+    for r in results:
+        if r.status != "FINISHED" or not r.predictions:
+            continue
+        labels = np.asarray(r.predictions["label"])
+        right = labels == np.asarray(r.predictions["pred"])
+        counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+        hits = np.bincount(labels, weights=right, minlength=num_classes)[:num_classes]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_setting.setdefault(r.trial.setting, []).append(100.0 * hits / counts)
+    return {k: np.mean(v, axis=0).tolist() for k, v in by_setting.items()}
+
+
+def per_class_markdown(results: Sequence[TrialResult], class_names: Sequence[str]) -> str:
+    """The per-class table of study.md: which classes each setting gets right (a setting can
+    match another's mean top-1 while failing other classes)."""
+    table = per_class_accuracy(results, len(class_names))
+    if not table:
+        return ""
+    lines = ["## Top-1 per class (%, mean over seeds)", "",
+             "| setting | " + " | ".join(class_names) + " |",
+             "|---|" + "---|" * len(class_names)]
+    lines += [f"| {setting} | " + " | ".join("" if math.isnan(v) else f"{v:.1f}" for v in values) + " |"
+              for setting, values in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def study_markdown(spec: SweepSpec, results: Sequence[TrialResult], rows: Sequence[dict[str, Any]],
+                   class_names: Sequence[str] = ()) -> str:
+    """Key differences (paired bootstrap), the statistical power of the test set and, given
+    the class names, the per-class top-1 of every setting."""
     diffs = key_differences(spec, results)
     videos = max((len(r.predictions["video_id"]) for r in results if r.predictions), default=0)
     accuracy = [row["top1_mean"] / 100 for row in rows if not math.isnan(row["top1_mean"])]
@@ -188,6 +220,8 @@ def study_markdown(spec: SweepSpec, results: Sequence[TrialResult], rows: Sequen
               "is resolvable (5% two-sided, 80% power); paired on the same videos, the figure is "
               "`resolvable` in the table above (it falls with the share of videos the two settings "
               "disagree on). Seeds: the 95% interval per setting is a t interval over the seeds.", ""]
+    if class_names:
+        lines += [per_class_markdown(results, class_names)]
     return "\n".join(lines)
 
 
