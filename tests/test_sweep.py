@@ -509,3 +509,18 @@ def test_per_class_accuracy_is_per_class_and_averaged_over_seeds(tmp_path):
     (setting, values), = per_class_accuracy(results, 4).items()
     assert setting == spec.trials[0].setting
     assert values[:3] == pytest.approx([75.0, 75.0, 0.0]) and math.isnan(values[3])  # class 3: no video
+
+
+def test_plot_points_of_settings_differing_only_in_another_key_are_labelled_apart(tmp_path):
+    from pipeline.sweep.figures import accuracy_plot, point_label
+
+    grid = {"masking": [{"masking.strategy": "none"}, {"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5},
+                        {"masking.strategy": "mgtc_ratio", "masking.ratio": 0.5, "masking.score_mode": "compensated"},
+                        {"masking.strategy": "none", "optim.epochs": 3}],
+            "optim.seed": [0]}
+    spec = load_sweep(write_sweep(tmp_path, grid=grid))
+    rows = aggregate([TrialResult(t, "FINISHED", {"top1": 50.0, "gflops_per_view": 1.0}) for t in spec.trials])
+    labels = [point_label(r) for r in rows]
+    assert labels == ["full", "r0.5", "r0.5 score_mode=compensated", "full epochs=3"], labels
+    fig = accuracy_plot(rows, "gflops_per_view", "GFLOPs", "t")
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == sorted(labels)

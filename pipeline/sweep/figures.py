@@ -45,6 +45,15 @@ def dodge(xs: Sequence[float], fraction: float = 0.012) -> list[float]:
     return out
 
 
+def point_label(row: dict[str, Any]) -> str:
+    """A point's label: the masking (r = ratio, tau = threshold, full) and any other grid key
+    of its setting ('r0.5 score_mode=compensated'), so settings that differ only there
+    (same frames and strategy: same colour and marker) still read apart."""
+    parts = row["setting"].split("-", 2)  # frames, strategy, masking and the other keys
+    extra = parts[2].split("-")[1:] if len(parts) == 3 and row["mask"] != "full" else parts[2:]
+    return " ".join([row["mask"], *extra])
+
+
 def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, title: str,
                   chance: float | None = None):
     """Top-1 (mean, bars = 95% t interval over seeds) against one cost; colour = frames, marker = strategy,
@@ -64,7 +73,7 @@ def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, titl
         yerr = None if math.isnan(low) else y - low  # 95% t interval of the mean over seeds
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=colours[row["frames"]],
                     marker=markers.get(row["strategy"], "o"), markersize=8, capsize=3, linestyle="")
-        ax.annotate(row["mask"], (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.annotate(point_label(row), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=f) for f, c in colours.items()]
     used = dict.fromkeys(r["strategy"] for r in rows)
     handles += [Line2D([], [], color="grey", marker=markers.get(s, "o"), linestyle="", label=s)
