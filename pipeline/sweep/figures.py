@@ -49,9 +49,10 @@ def point_label(row: dict[str, Any]) -> str:
     """A point's label: the masking (r = ratio, tau = threshold, full) and any other grid key
     of its setting ('r0.5 score_mode=compensated'), so settings that differ only there
     (same frames and strategy: same colour and marker) still read apart."""
-    parts = row["setting"].split("-", 2)  # frames, strategy, masking and the other keys
-    extra = parts[2].split("-")[1:] if len(parts) == 3 and row["mask"] != "full" else parts[2:]
-    return " ".join([row["mask"], *extra])
+    # `spec.setting_name`: frames-strategy[-masking], then the other keys as key=value.
+    named = "-".join([row["frames"], row["strategy"], *([] if row["mask"] == "full" else [row["mask"]])])
+    extra = row["setting"][len(named) + 1:]
+    return f"{row['mask']} {extra}" if extra else row["mask"]
 
 
 def accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, x_label: str, title: str,
